@@ -1,0 +1,817 @@
+"""The benchmark orchestrator: fake upstream, gateway, load, measurements, report.
+
+Run it through ``bash bench/run.sh`` (which installs nginx and wrk and prepares the venv). It
+starts nginx as a fixed fake upstream and the gateway on its own core, then for every scenario
+measures closed-loop throughput with wrk (directly against nginx and through the gateway, plus
+nginx ``proxy_pass`` as a reference hop) and open-loop latency at a fixed rate with
+``loadgen.py``, and writes a markdown report to ``bench/results/``.
+
+Tunables (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
+BENCH_CONNECTIONS (32), BENCH_RATE (req/s, 200), BENCH_LATENCY_DURATION (s, 10),
+BENCH_LATENCY_WARMUP (s, 1), BENCH_GATEWAY_CPU (0), BENCH_LOAD_CPU (1),
+BENCH_NGINX_PROXY (1: also measure nginx proxy_pass), BENCH_SCENARIOS (comma-separated names),
+BENCH_GATEWAY_SRC (run the gateway from another checkout's ``src`` directory, for A/B runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib.metadata
+import os
+import platform
+import re
+import resource
+import secrets
+import shlex
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import report
+from scenarios import SCENARIOS, Scenario
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+RESULTS = BENCH_DIR / "results"
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+UPSTREAM_KEY = "bench-upstream-key"  # what the gateway sends the fake upstream; not a secret
+
+
+def log(message: str) -> None:
+    """Progress on stderr; the report goes to stdout."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _env_num(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw.strip() else default
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Durations, load shape and CPU placement."""
+
+    duration: int
+    warmup: int
+    connections: int
+    rate: float
+    latency_duration: float
+    latency_warmup: float
+    gateway_cpu: int
+    load_cpu: int
+    nginx_proxy: bool
+    scenarios: tuple[str, ...]
+
+    @classmethod
+    def from_env(cls) -> Options:
+        """Read the BENCH_* variables."""
+        names = os.environ.get("BENCH_SCENARIOS", "")
+        return cls(
+            duration=int(_env_num("BENCH_DURATION", 10)),
+            warmup=int(_env_num("BENCH_WARMUP", 2)),
+            connections=int(_env_num("BENCH_CONNECTIONS", 32)),
+            rate=_env_num("BENCH_RATE", 200),
+            latency_duration=_env_num("BENCH_LATENCY_DURATION", 10),
+            latency_warmup=_env_num("BENCH_LATENCY_WARMUP", 1),
+            gateway_cpu=int(_env_num("BENCH_GATEWAY_CPU", 0)),
+            load_cpu=int(_env_num("BENCH_LOAD_CPU", 1)),
+            nginx_proxy=os.environ.get("BENCH_NGINX_PROXY", "1") not in ("0", "false", "no"),
+            scenarios=tuple(n.strip() for n in names.split(",") if n.strip()),
+        )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass(slots=True)
+class Services:
+    """Every process the benchmark started, so that all of them are stopped at the end."""
+
+    pidfile: Path
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    commands: list[str] = field(default_factory=list)
+
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        shown_env: Mapping[str, str] | None = None,
+        stdout: Any = subprocess.DEVNULL,
+    ) -> subprocess.Popen[bytes]:
+        """Start a long-running process in its own session and remember its pid."""
+        self.record(argv, shown_env)
+        proc = subprocess.Popen(
+            list(argv),
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.procs.append(proc)
+        with self.pidfile.open("a") as handle:
+            handle.write(f"{proc.pid}\n")
+        return proc
+
+    def record(self, argv: Sequence[str], shown_env: Mapping[str, str] | None = None) -> None:
+        """Remember a command line for the report."""
+        prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in (shown_env or {}).items())
+        self.commands.append((prefix + " " if prefix else "") + shlex.join(argv))
+
+    def stop(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+        """Signal one process we started and wait for it (kill after 20 s)."""
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        alive = [p.pid for p in self.procs if p.poll() is None]
+        self.pidfile.write_text("".join(f"{pid}\n" for pid in alive))
+
+    def stop_all(self) -> None:
+        """Stop everything still running, newest first."""
+        for proc in reversed(self.procs):
+            self.stop(proc)
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(
+    url: str, proc: subprocess.Popen[bytes], what: str, output: Path, timeout: float = 60
+) -> None:
+    """Poll ``url`` until it answers 200; fail early (showing its output) if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = output.read_text(errors="replace")[-3000:] if output.exists() else ""
+            raise RuntimeError(
+                f"{what} exited with status {proc.returncode} while starting:\n{tail}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer {url} within {timeout:g} s; see {output}")
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def _stat_fields(pid: int) -> list[str]:
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2 :].split()  # fields from 'state' (field 3) on
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry.name))[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found: list[int] = []
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            found.append(child)
+            stack.append(child)
+    return found
+
+
+def cpu_seconds(pid: int) -> tuple[float, int]:
+    """utime+stime of ``pid`` (all threads), its reaped children and its live descendants."""
+    fields = _stat_fields(pid)
+    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
+    descendants = _descendants(pid)
+    for child in descendants:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            child_fields = _stat_fields(child)
+            ticks += int(child_fields[11]) + int(child_fields[12])
+    return ticks / CLK_TCK, len(descendants)
+
+
+def core_busy_seconds() -> dict[int, float]:
+    """Per CPU: seconds spent in user, nice and system mode (interrupt time left out, as it is
+    for processes)."""
+    busy: dict[int, float] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            user, nice, system = (int(v) for v in values[:3])
+            busy[int(name[3:])] = (user + nice + system) / CLK_TCK
+    return busy
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """CPU seconds at one moment."""
+
+    when: float
+    cores: dict[int, float]
+    own: dict[str, float]  # per target key: the process that target charges
+    tools: float  # this orchestrator and its finished children (wrk, load generator)
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of ``pid`` in KiB."""
+    out: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            out[name] = int(value.split()[0])
+    return out
+
+
+# --------------------------------------------------------------------------- fake upstream
+
+
+def write_upstream(tmp: Path, port: int, scenarios: Sequence[Scenario]) -> Path:
+    """The upstream nginx config and the files it serves for POST (via ``error_page 405``)."""
+    www = tmp / "www"
+    locations = []
+    for scenario in scenarios:
+        target = www / scenario.upstream_path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(scenario.response)
+        locations.append(
+            f"        location = {scenario.upstream_path} {{\n"
+            f"            default_type {scenario.content_type};\n"
+            # nginx serves static files to GET only: POST gets 405, which this turns into the
+            # file with status 200 (an internal redirect that re-runs the request as GET).
+            "            error_page 405 =200 $uri;\n"
+            "        }\n"
+        )
+    conf = tmp / "upstream.conf"
+    conf.write_text(
+        _nginx_main(tmp, "upstream")
+        + "http {\n"
+        + _nginx_http_common(tmp, "upstream")
+        + "    etag off;\n"
+        + "    open_file_cache max=64 inactive=3600s;\n"
+        + "    open_file_cache_valid 3600s;\n"
+        + f"    server {{\n        listen {HOST}:{port} backlog=4096;\n"
+        + f"        root {www};\n"
+        + "        location = /healthz { return 200 'ok'; }\n"
+        + "".join(locations)
+        + "    }\n}\n"
+    )
+    return conf
+
+
+def write_proxy(tmp: Path, port: int, upstream_port: int) -> Path:
+    """nginx as a reference proxy: one keep-alive proxy hop, streaming without buffering."""
+    conf = tmp / "proxy.conf"
+    conf.write_text(
+        _nginx_main(tmp, "proxy")
+        + "http {\n"
+        + _nginx_http_common(tmp, "proxy")
+        + "    upstream fake {\n"
+        + f"        server {HOST}:{upstream_port};\n"
+        + "        keepalive 128;\n        keepalive_requests 1000000;\n    }\n"
+        + f"    server {{\n        listen {HOST}:{port} backlog=4096;\n"
+        + "        location = /healthz { return 200 'ok'; }\n"
+        + "        location / {\n"
+        + "            proxy_pass http://fake;\n"
+        + "            proxy_http_version 1.1;\n"
+        + '            proxy_set_header Connection "";\n'
+        + "            proxy_buffering off;\n"
+        + "        }\n    }\n}\n"
+    )
+    return conf
+
+
+def start_nginx(
+    services: Services, tmp: Path, name: str, conf: Path, cpu: int
+) -> subprocess.Popen[bytes]:
+    """Start one nginx (master + 1 worker) on ``cpu`` with its own prefix, config and logs."""
+    argv = [
+        "taskset", "-c", str(cpu), "nginx", "-p", str(tmp), "-e", str(tmp / f"{name}-error.log"),
+        "-c", str(conf),
+    ]  # fmt: skip
+    with (tmp / f"{name}.out").open("wb") as output:
+        return services.start(argv, stdout=output)
+
+
+def _nginx_main(tmp: Path, name: str) -> str:
+    # As root the worker would switch to 'nobody', which cannot read the private temp dir.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    return (
+        user + "worker_processes 1;\n"
+        "daemon off;\n"
+        f"pid {tmp}/{name}.pid;\n"
+        f"error_log {tmp}/{name}-error.log warn;\n"
+        "events { worker_connections 8192; }\n"
+    )
+
+
+def _nginx_http_common(tmp: Path, name: str) -> str:
+    temp_dirs = "".join(
+        f"    {kind}_temp_path {tmp}/{name}-{kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        temp_dirs + "    access_log off;\n"
+        "    keepalive_requests 1000000;\n"
+        "    keepalive_timeout 120s;\n"
+        "    client_body_buffer_size 64k;\n"
+        "    sendfile on;\n"
+        "    tcp_nodelay on;\n"
+    )
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass(slots=True)
+class Target:
+    """Where a scenario's requests go: directly to the upstream, via nginx, or the gateway."""
+
+    key: str
+    label: str
+    base: str
+    pid: int | None  # the process whose CPU is charged to this target's requests
+    via_gateway: bool
+
+    def url(self, scenario: Scenario) -> str:
+        """The full URL a client of this target POSTs to."""
+        path = scenario.gateway_route if self.via_gateway else scenario.upstream_path
+        return self.base + path
+
+    def body(self, scenario: Scenario) -> bytes:
+        """The body a client of this target sends."""
+        return scenario.gateway_body if self.via_gateway else scenario.direct_body
+
+    def headers(self, scenario: Scenario, key: str) -> dict[str, str]:
+        """Content type, the scenario's headers, and the key in the protocol's usual header."""
+        headers = {"content-type": "application/json", **dict(scenario.headers)}
+        token = key if self.via_gateway else UPSTREAM_KEY
+        if scenario.protocol == "anthropic":
+            headers["x-api-key"] = token
+        else:
+            headers["authorization"] = f"Bearer {token}"
+        return headers
+
+
+@dataclass(slots=True)
+class Bench:
+    """The state of one run."""
+
+    opts: Options
+    tmp: Path
+    services: Services
+    admin_key: str
+    scenarios: list[Scenario]
+    targets: list[Target] = field(default_factory=list)
+    bodies: dict[tuple[str, str], Path] = field(default_factory=dict)
+
+    def body_file(self, scenario: Scenario, target: Target) -> Path:
+        """The request body on disk (wrk and the load generator read it from there)."""
+        kind = "gateway" if target.via_gateway else "direct"
+        path = self.bodies.get((scenario.name, kind))
+        if path is None:
+            path = self.tmp / f"body-{len(self.bodies)}-{kind}.json"
+            path.write_bytes(target.body(scenario))
+            self.bodies[(scenario.name, kind)] = path
+        return path
+
+    def wrk(self, scenario: Scenario, target: Target, seconds: int) -> dict[str, Any]:
+        """One closed-loop wrk run; returns wrk's summary plus the target's CPU time."""
+        headers = target.headers(scenario, self.admin_key)
+        env = {
+            **os.environ,
+            "BENCH_BODY_FILE": str(self.body_file(scenario, target)),
+            "BENCH_HEADERS": "\n".join(f"{k}: {v}" for k, v in headers.items()),
+        }
+        argv = [
+            "taskset", "-c", str(self.opts.load_cpu), "wrk", "-t1",
+            f"-c{self.opts.connections}", f"-d{seconds}s", "--timeout", "10s",
+            "-s", str(BENCH_DIR / "wrk.lua"), target.url(scenario),
+        ]  # fmt: skip
+        shown = {"BENCH_BODY_FILE": f"<{scenario.name} body>", "BENCH_HEADERS": "<headers>"}
+        self.services.record(argv, shown)
+        before = self.snapshot()
+        done = subprocess.run(argv, env=env, capture_output=True, check=False, timeout=seconds + 60)
+        after = self.snapshot()
+        out = done.stdout.decode(errors="replace")
+        match = re.search(r"^BENCH_WRK (\{.*\})$", out, re.MULTILINE)
+        if done.returncode != 0 or match is None:
+            raise RuntimeError(f"wrk failed ({done.returncode}): {out}{done.stderr.decode()}")
+        result: dict[str, Any] = orjson.loads(match.group(1))
+        result["cpu_s"] = after.own[target.key] - before.own[target.key]
+        result["cores"] = self.cores(before, after)
+        result["non_2xx"] = _wrk_non_2xx(out)
+        return result
+
+    def loadgen(self, scenario: Scenario, target: Target) -> dict[str, Any]:
+        """One open-loop run at the fixed rate; returns the generator's summary and CPU time."""
+        spec = {
+            "url": target.url(scenario),
+            "body_file": str(self.body_file(scenario, target)),
+            "headers": target.headers(scenario, self.admin_key),
+            "rate": self.opts.rate,
+            "duration": self.opts.latency_duration,
+            "warmup": self.opts.latency_warmup,
+            "timeout": 10.0,
+            "expect_tail": scenario.expect_tail.decode(),
+        }
+        slug = re.sub(r"\W+", "-", f"{scenario.name}-{target.key}")
+        spec_path, out_path = self.tmp / f"spec-{slug}.json", self.tmp / f"lat-{slug}.json"
+        spec_path.write_bytes(orjson.dumps(spec))
+        argv = [
+            "taskset", "-c", str(self.opts.load_cpu), sys.executable,
+            str(BENCH_DIR / "loadgen.py"), str(spec_path), str(out_path),
+        ]  # fmt: skip
+        self.services.record(argv)
+        before = self.snapshot()
+        limit = self.opts.latency_duration + self.opts.latency_warmup + 60
+        done = subprocess.run(argv, capture_output=True, check=False, timeout=limit)
+        after = self.snapshot()
+        if done.returncode != 0:
+            raise RuntimeError(f"loadgen failed: {done.stderr.decode(errors='replace')}")
+        result: dict[str, Any] = orjson.loads(out_path.read_bytes())
+        result["cpu_s"] = after.own[target.key] - before.own[target.key]
+        result["cores"] = self.cores(before, after)
+        return result
+
+    def snapshot(self) -> Snapshot:
+        """CPU time so far: per core, per started service, and of the load tools."""
+        own = {t.key: cpu_seconds(t.pid)[0] if t.pid else 0.0 for t in self.targets}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        return Snapshot(
+            time.monotonic(),
+            core_busy_seconds(),
+            own,
+            children.ru_utime + children.ru_stime + me.ru_utime + me.ru_stime,
+        )
+
+    def cores(self, before: Snapshot, after: Snapshot) -> dict[str, float]:
+        """Busy and foreign CPU (% of the run) on the gateway's core and on the load core.
+
+        Foreign is what no process of this benchmark used: other work on the machine, which
+        takes the core away from the process being measured.
+        """
+        elapsed = after.when - before.when
+        gw, load = self.opts.gateway_cpu, self.opts.load_cpu
+
+        def used(keys: Sequence[str]) -> float:
+            return sum(after.own.get(k, 0.0) - before.own.get(k, 0.0) for k in keys)
+
+        busy_gw = after.cores.get(gw, 0.0) - before.cores.get(gw, 0.0)
+        busy_load = after.cores.get(load, 0.0) - before.cores.get(load, 0.0)
+        ours_gw = used(["gateway", "proxy"])
+        ours_load = used(["direct"]) + after.tools - before.tools
+        return {
+            "gateway_core_busy": 100 * busy_gw / elapsed,
+            "gateway_core_foreign": max(0.0, 100 * (busy_gw - ours_gw) / elapsed),
+            "load_core_busy": 100 * busy_load / elapsed,
+            "load_core_foreign": max(0.0, 100 * (busy_load - ours_load) / elapsed),
+        }
+
+
+def _wrk_non_2xx(output: str) -> int:
+    match = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", output)
+    return int(match.group(1)) if match else 0
+
+
+# --------------------------------------------------------------------------- checks
+
+
+async def _fetch(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=dict(headers)) as response,
+    ):
+        raw = await response.read()
+        return response.status, raw, response.headers.get("x-orca-resolved-model", "")
+
+
+def precheck(bench: Bench) -> list[dict[str, Any]]:
+    """One request per scenario and target: status 200 and the upstream's exact bytes back."""
+    rows: list[dict[str, Any]] = []
+    for scenario in bench.scenarios:
+        for target in bench.targets:
+            status, raw, resolved = asyncio.run(
+                _fetch(
+                    target.url(scenario),
+                    target.body(scenario),
+                    target.headers(scenario, bench.admin_key),
+                )
+            )
+            rows.append(
+                {
+                    "scenario": scenario.name,
+                    "target": target.label,
+                    "status": status,
+                    "bytes": len(raw),
+                    "identical": raw == scenario.response,
+                    "resolved": resolved,
+                    "snippet": raw[:300].decode(errors="replace") if status != 200 else "",
+                }
+            )
+    return rows
+
+
+def ledger(database: Path) -> tuple[list[tuple[Any, ...]], str | None]:
+    """The gateway's usage records grouped by model, stream, status and outcome."""
+    if not database.exists():
+        return [], f"no database at {database}"
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT model_requested, stream, status_code, outcome, "
+                "COALESCE(error_type, ''), COUNT(*), SUM(total_tokens IS NULL) "
+                "FROM usage_records GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 3, 4"
+            ).fetchall()
+    except sqlite3.Error as exc:
+        return [], f"could not read usage records: {exc}"
+    return rows, None
+
+
+def log_problems(path: Path) -> tuple[int, list[str]]:
+    """Lines of the gateway log that report a warning, an error or a traceback."""
+    pattern = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b")
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    bad = [line for line in lines if pattern.search(line)]
+    return len(lines), bad
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, check=False, timeout=10)
+        except OSError as exc:
+            return f"unavailable ({exc})"
+        text = (done.stdout + done.stderr).decode(errors="replace").strip()
+        return text.splitlines()[0] if text else "unknown"
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "-"
+
+    commit = first_line(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "nginx": first_line(["nginx", "-v"]),
+        "wrk": first_line(["wrk", "-v"]).split(" Copyright")[0],
+        "libraries": ", ".join(
+            f"{n} {version(n)}" for n in ("uvicorn", "uvloop", "httptools", "aiohttp", "orjson")
+        ),
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "gateway_src": os.environ.get("BENCH_GATEWAY_SRC") or str(REPO / "src"),
+        "loadavg": Path("/proc/loadavg").read_text().strip(),
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+@dataclass(slots=True)
+class Results:
+    """Every number the report shows."""
+
+    machine: dict[str, str]
+    started: dt.datetime
+    precheck: list[dict[str, Any]] = field(default_factory=list)
+    throughput: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    warmups: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    latency: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    memory: dict[str, dict[str, int]] = field(default_factory=dict)
+    idle_cpu_ms_per_s: float = 0.0
+    idle_cores: dict[str, float] = field(default_factory=dict)
+    descendants: int = 0
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    ledger_error: str | None = None
+    log_lines: int = 0
+    log_problems: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+
+
+def pick_scenarios(names: Sequence[str]) -> list[Scenario]:
+    """All scenarios, or the named ones."""
+    if not names:
+        return list(SCENARIOS)
+    known = {s.name: s for s in SCENARIOS}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise SystemExit(f"unknown scenario(s) {missing}; known: {list(known)}")
+    return [known[n] for n in names]
+
+
+def gateway_config(path: Path, upstream: str, scenarios: Sequence[Scenario]) -> None:
+    """The gateway's YAML: one fake provider per distinct upstream answer."""
+    seen: dict[str, Scenario] = {}
+    for scenario in scenarios:
+        seen.setdefault(scenario.provider_id, scenario)
+    lines = ["providers:"]
+    for provider_id, scenario in seen.items():
+        lines += [
+            f"  - id: {provider_id}",
+            f"    protocol: {scenario.protocol}",
+            f"    base_url: {upstream}{scenario.upstream_base}",
+            "    api_key_env: BENCH_UPSTREAM_KEY",
+            f"    models: [{scenario.upstream_model}]",
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@contextlib.contextmanager
+def _terminate_on_sigterm() -> Iterator[None]:
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
+    """Start everything, measure, stop everything; return the results and the gateway log."""
+    scenarios = pick_scenarios(opts.scenarios)
+    results = Results(machine=machine(), started=dt.datetime.now(dt.UTC))
+    stamp = results.started.strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    gateway_log = RESULTS / f"gateway-{stamp}.log"
+    services = Services(pidfile=tmp / "pids")
+    admin_key = "sk-orca-" + secrets.token_urlsafe(32)
+    bench = Bench(opts, tmp, services, admin_key, scenarios)
+    began = time.monotonic()
+    try:
+        upstream_port = free_port()
+        upstream = f"http://{HOST}:{upstream_port}"
+        conf = write_upstream(tmp, upstream_port, scenarios)
+        nginx = start_nginx(services, tmp, "upstream", conf, opts.load_cpu)
+        wait_http(upstream + "/healthz", nginx, "upstream nginx", tmp / "upstream.out")
+        bench.targets.append(Target("direct", "direct (nginx)", upstream, nginx.pid, False))
+        log(f"fake upstream (nginx) on {upstream}, core {opts.load_cpu}")
+
+        if opts.nginx_proxy:
+            proxy_port = free_port()
+            proxy_conf = write_proxy(tmp, proxy_port, upstream_port)
+            proxy = start_nginx(services, tmp, "proxy", proxy_conf, opts.gateway_cpu)
+            proxy_url = f"http://{HOST}:{proxy_port}"
+            wait_http(proxy_url + "/healthz", proxy, "reference nginx proxy", tmp / "proxy.out")
+            bench.targets.append(Target("proxy", "nginx proxy_pass", proxy_url, proxy.pid, False))
+
+        gateway_port = free_port()
+        data_dir = tmp / "gateway-data"
+        data_dir.mkdir()
+        config = tmp / "gateway.yaml"
+        gateway_config(config, upstream, scenarios)
+        gateway_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp),
+            "LANG": "C.UTF-8",
+            "ORCAROUTER_DATA_DIR": str(data_dir),
+            "ORCAROUTER_HOST": HOST,
+            "ORCAROUTER_PORT": str(gateway_port),
+            "ORCAROUTER_ADMIN_KEY": admin_key,
+            "ORCAROUTER_ACCESS_LOG": "false",
+            "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
+        }
+        if os.environ.get("BENCH_GATEWAY_SRC"):  # benchmark another checkout's src/ (A/B)
+            gateway_env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
+        shown_env = {**gateway_env, "ORCAROUTER_ADMIN_KEY": "sk-orca-<random per run>"}
+        del shown_env["PATH"], shown_env["HOME"], shown_env["LANG"]
+        argv = [
+            "taskset", "-c", str(opts.gateway_cpu), sys.executable, "-m", "orcarouter",
+            "--config", str(config), "serve",
+        ]  # fmt: skip
+        with gateway_log.open("wb") as log_handle:
+            gateway = services.start(argv, env=gateway_env, shown_env=shown_env, stdout=log_handle)
+        gateway_url = f"http://{HOST}:{gateway_port}"
+        wait_http(gateway_url + "/healthz", gateway, "gateway", gateway_log)
+        bench.targets.append(Target("gateway", "gateway", gateway_url, gateway.pid, True))
+        log(f"gateway on {gateway_url}, core {opts.gateway_cpu}, pid {gateway.pid}")
+        results.memory["after start"] = memory_kib(gateway.pid)
+
+        results.precheck = precheck(bench)
+        idle_before = bench.snapshot()
+        time.sleep(2)
+        idle_after = bench.snapshot()
+        idle_cpu = idle_after.own["gateway"] - idle_before.own["gateway"]
+        results.idle_cpu_ms_per_s = idle_cpu * 1000 / (idle_after.when - idle_before.when)
+        results.idle_cores = bench.cores(idle_before, idle_after)
+
+        for scenario in scenarios:
+            for target in bench.targets:
+                log(f"throughput: {scenario.name} -> {target.label}")
+                if opts.warmup > 0:
+                    results.warmups[(scenario.name, target.key)] = bench.wrk(
+                        scenario, target, opts.warmup
+                    )
+                results.throughput[(scenario.name, target.key)] = bench.wrk(
+                    scenario, target, opts.duration
+                )
+        results.memory["after throughput"] = memory_kib(gateway.pid)
+
+        for scenario in scenarios:
+            for target in bench.targets:
+                if target.key == "proxy":
+                    continue
+                log(f"latency at {opts.rate:g} req/s: {scenario.name} -> {target.label}")
+                results.latency[(scenario.name, target.key)] = bench.loadgen(scenario, target)
+        results.memory["end"] = memory_kib(gateway.pid)
+        results.descendants = cpu_seconds(gateway.pid)[1]
+
+        log("stopping the gateway (it drains its usage queue)")
+        services.stop(gateway)
+        results.ledger, results.ledger_error = ledger(data_dir / "orcarouter.db")
+    finally:
+        services.stop_all()
+        results.wall_s = time.monotonic() - began
+    results.log_lines, results.log_problems = log_problems(gateway_log)
+    for name in ("upstream-error.log", "proxy-error.log"):
+        source = tmp / name
+        if source.exists() and source.stat().st_size:
+            (RESULTS / f"nginx-{name.removesuffix('.log')}-{stamp}.log").write_bytes(
+                source.read_bytes()
+            )
+    text = report.render(results, bench, gateway_log)
+    out = RESULTS / f"report-{stamp}.md"
+    out.write_text(text)
+    return results, out
+
+
+def main() -> int:
+    """Entry point for ``bash bench/run.sh``."""
+    opts = Options.from_env()
+    if (os.cpu_count() or 1) < 2 and opts.gateway_cpu == opts.load_cpu:
+        log("warning: one CPU only; gateway and load share it, numbers are not comparable")
+    # The orchestrator (and the load tools it runs) stays off the gateway's core.
+    os.sched_setaffinity(0, {opts.load_cpu})
+    own_tmp = "BENCH_TMP" not in os.environ
+    tmp = Path(os.environ.get("BENCH_TMP") or tempfile.mkdtemp(prefix="orca-bench-"))
+    try:
+        with _terminate_on_sigterm():
+            _, out = run(opts, tmp)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        log(f"benchmark failed: {exc}")
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        log("interrupted; everything it started is stopped")
+        raise
+    finally:
+        if own_tmp:
+            subprocess.run(["rm", "-rf", str(tmp)], check=False)
+    print(out.read_text(), end="")
+    log(f"report written to {out.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,452 @@
+"""Rendering the benchmark's results as a markdown report."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench import Bench, Results
+
+# Issue 6's targets, shown next to the measured values as a reading aid.
+TARGET_CPU_US = 110.0
+TARGET_PROXY_FRACTION = 0.25
+TARGET_ADDED_P50_MS = 0.3
+TARGET_ADDED_P99_MS = 1.0
+TARGET_ADDED_TTFT_MS = 1.0
+
+# Above this share (in % of a run) of CPU used by processes that are not the benchmark's, a run
+# measured a shared core, not the gateway alone.
+MAX_FOREIGN_GATEWAY_CORE = 5.0
+MAX_FOREIGN_LOAD_CORE = 10.0
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _errors(result: dict[str, Any] | None) -> int:
+    if result is None:
+        return 0
+    return sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout"))
+
+
+def _error_text(result: dict[str, Any] | None) -> str:
+    if result is None:
+        return "-"
+    parts = [f"{k} {result[k]}" for k in ("connect", "read", "write", "status", "timeout")]
+    parts = [p for p in parts if not p.endswith(" 0")]
+    return ", ".join(parts) if parts else "0"
+
+
+def _cores(result: dict[str, Any] | None, which: int, *, busy: bool = True) -> str:
+    """Core ``which`` (0: the gateway's, 1: the load's) busy and foreign CPU in % of the run."""
+    if result is None or "cores" not in result:
+        return "-"
+    c = result["cores"]
+    name = "gateway_core" if which == 0 else "load_core"
+    foreign = f"{c[name + '_foreign']:.0f}"
+    return f"{c[name + '_busy']:.0f} / {foreign}" if busy else foreign
+
+
+def _rps(result: dict[str, Any] | None) -> float | None:
+    if result is None or not result["duration_us"]:
+        return None
+    return float(result["requests"]) * 1e6 / float(result["duration_us"])
+
+
+def _cpu_us(result: dict[str, Any] | None) -> float | None:
+    if result is None or not result["requests"]:
+        return None
+    return float(result["cpu_s"]) * 1e6 / float(result["requests"])
+
+
+def _fmt(value: float | None, digits: int = 0, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _ms(stats: dict[str, float], key: str) -> float | None:
+    return stats.get(key) if stats else None
+
+
+def _pair(a: float | None, b: float | None, digits: int = 3) -> str:
+    return f"{_fmt(a, digits)} / {_fmt(b, digits)}"
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _contention(results: Results, bench: Bench, labels: dict[str, str]) -> list[str]:
+    problems: list[str] = []
+    runs = [("throughput", k, r) for k, r in results.throughput.items()]
+    runs += [("latency", k, r) for k, r in results.latency.items()]
+    for kind, (name, key), result in runs:
+        cores = result.get("cores", {})
+        gw_foreign = cores.get("gateway_core_foreign", 0.0)
+        load_foreign = cores.get("load_core_foreign", 0.0)
+        shared = []
+        if key != "direct" and gw_foreign > MAX_FOREIGN_GATEWAY_CORE:
+            shared.append(f"{gw_foreign:.0f} % of gateway core {bench.opts.gateway_cpu}")
+        if load_foreign > MAX_FOREIGN_LOAD_CORE:
+            shared.append(f"{load_foreign:.0f} % of load core {bench.opts.load_cpu}")
+        if shared:
+            problems.append(
+                f"{kind} {name} via {labels[key]}: other processes used " + ", ".join(shared)
+            )
+    return problems
+
+
+def _validity(results: Results, bench: Bench) -> list[str]:
+    problems: list[str] = []
+    for row in results.precheck:
+        if row["status"] != 200:
+            problems.append(
+                f"pre-check {row['scenario']} via {row['target']}: HTTP {row['status']}"
+            )
+        elif not row["identical"]:
+            problems.append(f"pre-check {row['scenario']} via {row['target']}: bytes differ")
+    labels = {t.key: t.label for t in bench.targets}
+    for (name, key), result in results.throughput.items():
+        if _errors(result) or result["non_2xx"]:
+            problems.append(f"wrk {name} via {labels[key]}: errors {_error_text(result)}")
+    for (name, key), result in results.warmups.items():
+        if _errors(result):
+            problems.append(f"wrk warm-up {name} via {labels[key]}: errors {_error_text(result)}")
+    for (name, key), result in results.latency.items():
+        if result["errors"]:
+            problems.append(f"latency {name} via {labels[key]}: errors {result['errors']}")
+    problems += _contention(results, bench, labels)
+    for record in results.ledger:
+        status, outcome = record[2], record[3]
+        if outcome not in ("ok", "client_cancelled") or (status >= 400 and status != 499):
+            problems.append(f"usage ledger: {record[5]} records {record[0]} {status} {outcome}")
+    if results.ledger_error:
+        problems.append(f"usage ledger: {results.ledger_error}")
+    if results.log_problems:
+        problems.append(f"gateway log: {len(results.log_problems)} warning/error lines")
+    return problems
+
+
+def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C901
+    """The whole report."""
+    opts = bench.opts
+    m = results.machine
+    keys = [t.key for t in bench.targets]
+    has_proxy = "proxy" in keys
+    out: list[str] = [
+        f"# OrcaRouter benchmark, {results.started.strftime('%Y-%m-%d %H:%M:%S UTC')}",
+        "",
+    ]
+    problems = _validity(results, bench)
+    if problems:
+        out += ["**NOT A VALID MEASUREMENT**: errors, or other work on the measured cores:", ""]
+        out += [f"- {p}" for p in problems]
+    else:
+        out.append(
+            "**Valid run**: every response was 200 with the upstream's exact bytes, no wrk or "
+            "load-generator errors, no warnings or errors in the gateway log, and no other "
+            "work on the measured cores."
+        )
+    out += [
+        "",
+        "## Machine",
+        "",
+        f"- CPUs: {m['nproc']} x {m['cpu']}",
+        f"- Kernel {m['kernel']}; load average at start: {m['loadavg']}",
+        f"- Python {m['python']}",
+        f"- {m['nginx']}; {m['wrk']}",
+        f"- Gateway libraries: {m['libraries']}",
+        f"- Code: commit {m['commit']}; gateway run from `{m['gateway_src']}`",
+        "",
+        "## Set-up",
+        "",
+        f"- Gateway: one process (`orcarouter serve`) pinned to core {opts.gateway_cpu}; "
+        f"fake upstream (nginx, 1 worker), wrk and the load generator pinned to core "
+        f"{opts.load_cpu}"
+        + (
+            f"; reference nginx `proxy_pass` (1 worker) pinned to core {opts.gateway_cpu}."
+            if has_proxy
+            else "."
+        ),
+        f"- Throughput: wrk, 1 thread, {opts.connections} connections, {opts.warmup} s warm-up "
+        f"then {opts.duration} s measured, per scenario and target.",
+        f"- Latency: open-loop generator at a fixed {opts.rate:g} req/s, "
+        f"{opts.latency_warmup:g} s warm-up then {opts.latency_duration:g} s measured "
+        f"({int(opts.rate * opts.latency_duration)} requests), latency from request start to "
+        "the last body byte; TTFB to the first body byte (first SSE event).",
+        "- Gateway CPU: utime+stime of the gateway process (all threads, children included) "
+        "from `/proc/<pid>/stat` over the measured run, divided by the requests wrk completed.",
+        "",
+        "| scenario | request bytes (gateway / direct) | response bytes | SSE events |",
+        "|---|---|---|---|",
+    ]
+    for s in bench.scenarios:
+        out.append(
+            f"| {s.name} | {len(s.gateway_body)} / {len(s.direct_body)} | {len(s.response)} | "
+            f"{s.events or '-'} |"
+        )
+
+    # Throughput
+    out += ["", "## Throughput (closed loop, wrk)", ""]
+    header = ["scenario", "direct req/s"]
+    if has_proxy:
+        header += ["nginx proxy req/s"]
+    header += ["gateway req/s", "gateway / direct"]
+    if has_proxy:
+        header += ["gateway / nginx proxy"]
+    header += ["gateway CPU µs/req", "gateway CPU busy"]
+    if has_proxy:
+        header += ["nginx proxy CPU µs/req"]
+    header += ["errors (direct / gateway)"]
+    rows = []
+    for s in bench.scenarios:
+        direct = results.throughput.get((s.name, "direct"))
+        proxy = results.throughput.get((s.name, "proxy"))
+        gateway = results.throughput.get((s.name, "gateway"))
+        d, p, g = _rps(direct), _rps(proxy), _rps(gateway)
+        row = [s.name, _fmt(d)]
+        if has_proxy:
+            row.append(_fmt(p))
+        row += [_fmt(g), _fmt(g / d if g and d else None, 3)]
+        if has_proxy:
+            row.append(_fmt(g / p if g and p else None, 3))
+        busy = (
+            float(gateway["cpu_s"]) * 1e6 / float(gateway["duration_us"]) * 100
+            if gateway and gateway["duration_us"]
+            else None
+        )
+        row += [_fmt(_cpu_us(gateway), 1), _fmt(busy, 0, " %")]
+        if has_proxy:
+            row.append(_fmt(_cpu_us(proxy), 1))
+        errs = f"{_error_text(direct)} / {_error_text(gateway)}"
+        non2 = [str(r["non_2xx"]) for r in (direct, gateway) if r is not None]
+        row.append(errs + ("" if set(non2) <= {"0"} else f" (non-2xx {'/'.join(non2)})"))
+        rows.append(row)
+    out += _table(header, rows)
+    out += ["", "Raw wrk numbers (measured runs):", ""]
+    raw_rows = []
+    for s in bench.scenarios:
+        for t in bench.targets:
+            r = results.throughput.get((s.name, t.key))
+            if r is None:
+                continue
+            raw_rows.append(
+                [
+                    s.name,
+                    t.label,
+                    f"{r['requests']:,}",
+                    f"{r['duration_us'] / 1e6:.2f}",
+                    f"{float(r['cpu_s']):.2f}",
+                    f"{r['bytes'] / max(r['requests'], 1):,.0f}",
+                    f"{r['latency_p50_us'] / 1000:.2f}",
+                    f"{r['latency_p99_us'] / 1000:.2f}",
+                    _error_text(r),
+                    str(r["non_2xx"]),
+                    _cores(r, 0),
+                    _cores(r, 1),
+                ]
+            )
+    out += _table(
+        [
+            "scenario", "target", "requests", "seconds", "target CPU s", "bytes/response",
+            "wrk p50 ms", "wrk p99 ms", "socket/status errors", "non-2xx",
+            f"core {opts.gateway_cpu} busy / foreign %", f"core {opts.load_cpu} busy / foreign %",
+        ],
+        raw_rows,
+    )  # fmt: skip
+
+    # Latency
+    out += ["", f"## Added latency at {opts.rate:g} req/s (open loop)", ""]
+    rows = []
+    ttfb_rows = []
+    for s in bench.scenarios:
+        direct = results.latency.get((s.name, "direct"))
+        gateway = results.latency.get((s.name, "gateway"))
+        if direct is None or gateway is None:
+            continue
+        dt, gt = direct["total_ms"], gateway["total_ms"]
+        cpu = float(gateway["cpu_s"]) * 1e6 / gateway["sent"] if gateway["sent"] else None
+        rows.append(
+            [
+                s.name,
+                f"{_fmt(_ms(dt, 'p50'), 3)} / {_fmt(_ms(dt, 'p99'), 3)}",
+                f"{_fmt(_ms(gt, 'p50'), 3)} / {_fmt(_ms(gt, 'p99'), 3)}",
+                _fmt(_diff(_ms(gt, "p50"), _ms(dt, "p50")), 3),
+                _fmt(_diff(_ms(gt, "p99"), _ms(dt, "p99")), 3),
+                f"{_fmt(_ms(dt, 'max'), 2)} / {_fmt(_ms(gt, 'max'), 2)}",
+                f"{direct['ok']}/{direct['measured']} / {gateway['ok']}/{gateway['measured']}",
+                _pair(_ms(direct["lag_ms"], "p99"), _ms(gateway["lag_ms"], "p99")),
+                _fmt(cpu, 0),
+                f"{_cores(direct, 1, busy=False)} / {_cores(gateway, 0, busy=False)} / "
+                f"{_cores(gateway, 1, busy=False)}",
+            ]
+        )
+        if s.stream:
+            df, gf = direct["ttfb_ms"], gateway["ttfb_ms"]
+            ttfb_rows.append(
+                [
+                    s.name,
+                    f"{_fmt(_ms(df, 'p50'), 3)} / {_fmt(_ms(df, 'p99'), 3)}",
+                    f"{_fmt(_ms(gf, 'p50'), 3)} / {_fmt(_ms(gf, 'p99'), 3)}",
+                    _fmt(_diff(_ms(gf, "p50"), _ms(df, "p50")), 3),
+                    _fmt(_diff(_ms(gf, "p99"), _ms(df, "p99")), 3),
+                ]
+            )
+    out += _table(
+        [
+            "scenario", "direct p50 / p99 ms", "gateway p50 / p99 ms", "added p50 ms",
+            "added p99 ms", "max ms (direct / gateway)", "ok/measured (direct / gateway)",
+            "generator lag p99 ms (direct / gateway)", "gateway CPU µs/req at this rate",
+            "foreign CPU %: load core (direct) / gateway core / load core (gateway)",
+        ],
+        rows,
+    )  # fmt: skip
+    if ttfb_rows:
+        out += ["", "Streams, time to first byte (the first SSE event):", ""]
+        out += _table(
+            [
+                "scenario", "direct TTFB p50 / p99 ms", "gateway TTFB p50 / p99 ms",
+                "added TTFB p50 ms", "added TTFB p99 ms",
+            ],
+            ttfb_rows,
+        )  # fmt: skip
+
+    # Memory
+    out += ["", "## Gateway memory", ""]
+    mem_rows = [
+        [when, _fmt(v.get("VmRSS", 0) / 1024, 1), _fmt(v.get("VmHWM", 0) / 1024, 1)]
+        for when, v in results.memory.items()
+    ]
+    out += _table(["when", "RSS MiB", "peak RSS (VmHWM) MiB"], mem_rows)
+    out += [
+        "",
+        f"Idle CPU of the gateway after start-up: {results.idle_cpu_ms_per_s:.1f} ms per second. "
+        "Other processes on the machine during that idle sample: "
+        f"{results.idle_cores.get('gateway_core_foreign', 0):.0f} % of core {opts.gateway_cpu}, "
+        f"{results.idle_cores.get('load_core_foreign', 0):.0f} % of core {opts.load_cpu}. "
+        f"Child processes of the gateway at the end: {results.descendants}.",
+    ]
+
+    # Targets
+    out += _targets(results, bench)
+
+    # Checks
+    out += ["", "## Checks", "", "Pre-check, one request per scenario and target:", ""]
+    out += _table(
+        ["scenario", "target", "status", "bytes", "identical to the upstream's answer"],
+        [
+            [
+                r["scenario"],
+                r["target"],
+                str(r["status"]),
+                str(r["bytes"]),
+                ("yes" if r["identical"] else "NO")
+                + (f" ({r['snippet']})" if r["snippet"] else ""),
+            ]
+            for r in results.precheck
+        ],
+    )
+    out += ["", "Gateway usage ledger after the run (records grouped):", ""]
+    if results.ledger_error:
+        out.append(f"- {results.ledger_error}")
+    else:
+        out += _table(
+            ["model", "stream", "status", "outcome", "error type", "records", "without tokens"],
+            [
+                [str(r[0]), "yes" if r[1] else "no", str(r[2]), str(r[3]), str(r[4] or "-"),
+                 f"{r[5]:,}", f"{r[6] or 0:,}"]
+                for r in results.ledger
+            ],
+        )  # fmt: skip
+        out += [
+            "",
+            "`client_cancelled` (499) records are the requests in flight when each wrk run "
+            f"stopped (at most {opts.connections} per run): wrk closes its connections, the "
+            "gateway cancels the upstream request and records it. They are expected.",
+        ]
+    out += [
+        "",
+        f"Gateway log: `{gateway_log.relative_to(bench_repo(gateway_log))}`, "
+        f"{results.log_lines} lines, {len(results.log_problems)} with a warning or error.",
+    ]
+    for line in results.log_problems[:10]:
+        out.append(f"    {line[:300]}")
+
+    # Commands
+    out += [
+        "",
+        "## Commands",
+        "",
+        f"Whole run: `bash bench/run.sh` ({results.wall_s:.0f} s wall time). "
+        "Processes it started, in order:",
+        "",
+        "```",
+        *bench.services.commands,
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def _targets(results: Results, bench: Bench) -> list[str]:
+    rows: list[list[str]] = []
+
+    def verdict(value: float | None, limit: float, *, at_least: bool = False) -> str:
+        if value is None:
+            return "-"
+        ok = value >= limit if at_least else value <= limit
+        if ok:
+            return "met"
+        return f"missed by {abs(value - limit):.3g}"
+
+    for s in bench.scenarios:
+        if s.stream:
+            continue
+        cpu = _cpu_us(results.throughput.get((s.name, "gateway")))
+        rows.append(
+            [f"{s.name}: CPU per request", f"≤ {TARGET_CPU_US:g} µs", _fmt(cpu, 1, " µs"),
+             verdict(cpu, TARGET_CPU_US)]
+        )  # fmt: skip
+        # Capacity on one core is 1 / CPU per request; nginx's req/s in this run is usually
+        # capped by the load core, so the ratio of CPU per request is the fair comparison.
+        proxy_cpu = _cpu_us(results.throughput.get((s.name, "proxy")))
+        if cpu and proxy_cpu:
+            ratio = proxy_cpu / cpu
+            rows.append(
+                [f"{s.name}: capacity per core vs nginx proxy_pass (nginx µs/req ÷ gateway "
+                 "µs/req)", f"≥ {TARGET_PROXY_FRACTION:g}", _fmt(ratio, 3),
+                 verdict(ratio, TARGET_PROXY_FRACTION, at_least=True)]
+            )  # fmt: skip
+    for s in bench.scenarios:
+        direct = results.latency.get((s.name, "direct"))
+        gateway = results.latency.get((s.name, "gateway"))
+        if direct is None or gateway is None:
+            continue
+        for pct, limit in (("p50", TARGET_ADDED_P50_MS), ("p99", TARGET_ADDED_P99_MS)):
+            added = _diff(_ms(gateway["total_ms"], pct), _ms(direct["total_ms"], pct))
+            rows.append(
+                [f"{s.name}: added {pct}", f"≤ {limit:g} ms", _fmt(added, 3, " ms"),
+                 verdict(added, limit)]
+            )  # fmt: skip
+        if s.stream:
+            added = _diff(_ms(gateway["ttfb_ms"], "p50"), _ms(direct["ttfb_ms"], "p50"))
+            rows.append(
+                [f"{s.name}: added time to first event p50", f"≤ {TARGET_ADDED_TTFT_MS:g} ms",
+                 _fmt(added, 3, " ms"), verdict(added, TARGET_ADDED_TTFT_MS)]
+            )  # fmt: skip
+    lines = ["", "## Against the performance targets (issue 6)", ""]
+    if _validity(results, bench):
+        lines += ["The run is not valid (see the top): these verdicts are indicative only.", ""]
+    lines += _table(["what", "target", "measured", "verdict"], rows)
+    return lines
+
+
+def bench_repo(path: Path) -> Path:
+    """The repository root (two levels above bench/results/…)."""
+    return path.resolve().parent.parent.parent

@@ -1,0 +1,5 @@
+"""``python -m orcarouter``."""
+
+from orcarouter.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Workspaces and API keys: hashing, issuing and the in-memory verification cache."""

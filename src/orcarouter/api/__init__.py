@@ -1,0 +1,1 @@
+"""Thin HTTP handlers served as raw ASGI on the hot path."""

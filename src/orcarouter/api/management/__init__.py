@@ -1,0 +1,132 @@
+"""The management REST API under ``/api/``: users, workspaces, members, keys, audit log.
+
+FastAPI, because its OpenAPI document is generated from the typed handlers and it runs off
+the hot path (the inference routes stay raw ASGI). ``build_management_app`` is the one entry.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncEngine
+from starlette.exceptions import HTTPException
+
+from orcarouter.accounts.audit import AuditTrail
+from orcarouter.accounts.key_admin import KeyAdmin
+from orcarouter.accounts.keys import KeyCache
+from orcarouter.accounts.passwords import Passwords
+from orcarouter.accounts.sessions import Sessions
+from orcarouter.accounts.users import Accounts
+from orcarouter.api.management import (
+    audit_routes,
+    auth_routes,
+    key_routes,
+    router_routes,
+    workspace_routes,
+)
+from orcarouter.api.management.body_limit import ASGIApp, BodyLimit
+from orcarouter.api.management.context import SESSION_COOKIE, ApiError, ManagementContext
+from orcarouter.api.management.schemas import ErrorResponse
+from orcarouter.errors import openai_type_for
+from orcarouter.routing.table import RouterTable
+from orcarouter.settings import Settings
+from orcarouter.store.accounts import SessionRepository, UserRepository, WorkspaceMembers
+from orcarouter.store.audit import AuditRepository
+from orcarouter.store.repositories import KeyRepository
+from orcarouter.store.routers import RouterRepository
+from orcarouter.store.workspace_keys import WorkspaceKeys
+
+__all__ = ["build_management_app"]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 256 * 1024
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413)
+}
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    body = {"error": {"message": message, "type": openai_type_for(status), "code": code}}
+    return JSONResponse(body, status_code=status)
+
+
+async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return _error(exc.status, exc.code, exc.message)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = {404: "route_not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return _error(exc.status_code, code, str(exc.detail))
+
+
+async def _invalid(_request: Request, exc: Exception) -> JSONResponse:
+    # Name the field and the rule, never echo the value: it may be a password.
+    assert isinstance(exc, RequestValidationError)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return _error(400, "invalid_request", "; ".join(problems) or "invalid request")
+
+
+def build_management_app(
+    engine: AsyncEngine,
+    key_cache: KeyCache,
+    settings: Settings,
+    *,
+    routers: RouterTable | None = None,
+) -> ASGIApp:
+    """The management API as one ASGI app serving every ``/api/…`` path it declares.
+
+    ``routers`` is the gateway's in-memory router table, refreshed after every router write.
+    """
+    app = FastAPI(
+        title="OrcaRouter management API",
+        version="1",
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        responses=_ERRORS,
+    )
+    app.state.context = ManagementContext(
+        settings=settings,
+        key_cache=key_cache,
+        accounts=Accounts(UserRepository(engine), Passwords()),
+        users=UserRepository(engine),
+        members=WorkspaceMembers(engine),
+        sessions=Sessions(SessionRepository(engine)),
+        keys=KeyAdmin(KeyRepository(engine), WorkspaceKeys(engine)),
+        audit=AuditTrail(AuditRepository(engine)),
+    )
+    app.state.routers = router_routes.RouterAdmin(RouterRepository(engine), routers)
+    for module in (auth_routes, workspace_routes, key_routes, router_routes, audit_routes):
+        app.include_router(module.router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid)
+    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
+    return BodyLimit(app, MAX_BODY_BYTES)
+
+
+def _openapi_with_security(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "an API key (sk-orca-…) or a management token (sk-mgmt-…)",
+            },
+            "session": {"type": "apiKey", "in": "cookie", "name": SESSION_COOKIE},
+        }
+        schema["security"] = [{"bearer": []}, {"session": []}]
+        app.openapi_schema = schema
+    return app.openapi_schema

@@ -1,0 +1,175 @@
+"""Relaying an upstream response to the client: whole bodies, streams and error answers.
+
+Streams are forwarded event by event as they arrive, so memory per stream is bounded by one
+event. The first forwarded event commits the response; an error after that becomes one
+terminal error event in the client's dialect, never a clean end.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from orcarouter.api.asgi import Send, respond
+from orcarouter.api.dialects import Dialect
+from orcarouter.errors import GatewayError, UpstreamError, UpstreamProtocolError
+from orcarouter.metering.usage import UsageRecord
+from orcarouter.providers.base import ProviderProtocol, StreamObserver
+from orcarouter.providers.exchange import ExchangePlan
+from orcarouter.transport.client import UpstreamResponse
+from orcarouter.wire.sse import SSEError, SSESplitter
+
+MAX_ERROR_BODY = 1024 * 1024
+_STREAM_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """The state of one client exchange that the relay and the endpoint share."""
+
+    request_id: str
+    started: float
+    dialect: Dialect
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    committed: bool = False
+    finished: bool = False
+    client_gone: bool = False
+
+    def elapsed_ms(self) -> int:
+        """Milliseconds since the request arrived."""
+        return int((time.perf_counter() - self.started) * 1000)
+
+
+async def relay_body(
+    response: UpstreamResponse,
+    plan: ExchangePlan,
+    exchange: Exchange,
+    record: UsageRecord,
+    send: Send,
+) -> None:
+    """Forward a whole JSON answer (as sent, or re-rendered), reading its usage on the way."""
+    body, record.usage, record.upstream_model = plan.read_response(await response.read())
+    record.status_code = response.status
+    exchange.committed = exchange.finished = True
+    await respond(send, response.status, body, exchange.headers)
+
+
+async def relay_error(
+    response: UpstreamResponse,
+    protocol: ProviderProtocol,
+    exchange: Exchange,
+    record: UsageRecord,
+    send: Send,
+    secrets: Sequence[str],
+) -> None:
+    """Pass an upstream error on with its status, in the client's envelope.
+
+    A same-protocol error body is forwarded as sent; another protocol's is re-rendered with its
+    message, its type kept as the ``code``; a body in no known envelope becomes a short snippet.
+    """
+    raw = await response.read(MAX_ERROR_BODY)
+    for secret in secrets:  # never reflect a provider credential an upstream echoed back
+        raw = raw.replace(secret.encode(), b"[redacted]")
+    body: Any
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    kind = protocol.error_type(body)
+    retry_after = response.headers.get("retry-after")
+    record.status_code = response.status
+    record.outcome = "error"
+    record.error_type = kind or "upstream_error"
+    if retry_after:
+        exchange.headers.append((b"retry-after", retry_after.encode("latin-1")))
+    if kind is not None and protocol.name == exchange.dialect.protocol:
+        exchange.committed = exchange.finished = True
+        await respond(send, response.status, raw, exchange.headers)
+        return
+    message = protocol.error_message(body) if kind is not None else None
+    if message is None:
+        snippet = raw[:300].decode("utf-8", "replace").strip()
+        message = f"upstream returned HTTP {response.status}" + (f": {snippet}" if snippet else "")
+    status = exchange.dialect.status_for_upstream(response.status)
+    record.status_code = status
+    raise UpstreamError(message, status=status, code=kind, retry_after=retry_after)
+
+
+async def relay_stream(
+    response: UpstreamResponse,
+    observer: StreamObserver,
+    exchange: Exchange,
+    record: UsageRecord,
+    send: Send,
+) -> None:
+    """Forward SSE events as they complete; end with a terminal error if the upstream breaks."""
+    splitter = SSESplitter()
+    record.status_code = response.status
+    try:
+        async for chunk in response.iter_chunks():
+            out = [data for event in splitter.feed(chunk) if (data := observer.observe(event))]
+            if out:
+                await _forward(out, exchange, record, send)
+        tail = splitter.close()
+        last = (observer.observe(tail) if tail is not None else b"") + observer.close()
+        if last:
+            await _forward([last], exchange, record, send)
+        if not observer.finished and observer.error_type is None:
+            raise UpstreamProtocolError("upstream stream ended before the response was complete")
+    except SSEError as exc:
+        await _end_with_error(UpstreamProtocolError(str(exc)), exchange, record, send)
+    except GatewayError as error:
+        await _end_with_error(error, exchange, record, send)
+    finally:
+        record.usage = observer.usage
+        record.upstream_model = observer.upstream_model
+        if observer.error_type is not None:
+            record.outcome = "error"
+            record.error_type = observer.error_type
+    if exchange.committed and not exchange.finished:
+        exchange.finished = True
+        await send({"type": "http.response.body", "body": b""})
+
+
+async def _forward(
+    events: list[bytes], exchange: Exchange, record: UsageRecord, send: Send
+) -> None:
+    if not exchange.committed:
+        exchange.committed = True
+        record.ttft_ms = exchange.elapsed_ms()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": record.status_code,
+                "headers": [*_STREAM_HEADERS, *exchange.headers],
+            }
+        )
+    await send(
+        {
+            "type": "http.response.body",
+            "body": events[0] if len(events) == 1 else b"".join(events),
+            "more_body": True,
+        }
+    )
+
+
+async def _end_with_error(
+    error: GatewayError, exchange: Exchange, record: UsageRecord, send: Send
+) -> None:
+    """Before commit the error propagates as an HTTP error; after it, one terminal event."""
+    if not exchange.committed:
+        raise error
+    record.outcome = "incomplete"
+    record.error_type = error.code
+    exchange.finished = True
+    await send(
+        {
+            "type": "http.response.body",
+            "body": exchange.dialect.stream_error(error),
+            "more_body": False,
+        }
+    )

@@ -1,0 +1,211 @@
+"""Wiring: builds every part from the settings and serves them as one ASGI app."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orcarouter.accounts.keys import KeyCache
+from orcarouter.api.asgi import Receive, Scope, Send, respond
+from orcarouter.api.catalog_routes import CatalogRoutes
+from orcarouter.api.count_tokens import CountTokensEndpoint
+from orcarouter.api.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
+from orcarouter.api.health import HealthEndpoints
+from orcarouter.api.inference import GatewayContext, InferenceEndpoint, new_request_id
+from orcarouter.api.management import build_management_app
+from orcarouter.catalog import Catalog
+from orcarouter.errors import GatewayError, MethodNotAllowed, RouteNotFound
+from orcarouter.metering.stats import ModelStats
+from orcarouter.metering.writer import UsageWriter
+from orcarouter.providers.profiles import ProfileBook
+from orcarouter.providers.registry import protocols
+from orcarouter.routing.resolve import ModelResolver
+from orcarouter.routing.select import RouteSelector, chat_candidates
+from orcarouter.routing.table import RouterTable
+from orcarouter.settings import Settings
+from orcarouter.store.database import create_engine_for
+from orcarouter.store.repositories import KeyRepository, UsageRepository
+from orcarouter.store.routers import RouterRepository
+from orcarouter.translate.codecs import codecs
+from orcarouter.transport.client import UpstreamClient
+
+log = logging.getLogger(__name__)
+
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+def served_models(settings: Settings, catalog: Catalog) -> dict[str, frozenset[str]]:
+    """The bare model ids each provider serves: its configured list, else its catalog entries."""
+    served: dict[str, frozenset[str]] = {}
+    for provider in settings.providers:
+        if provider.models is not None:
+            served[provider.id] = provider.models
+        else:
+            served[provider.id] = frozenset(m.model_id for m in catalog.models_of(provider.id))
+    return served
+
+
+def load_catalog(settings: Settings, shipped: Catalog) -> Catalog:
+    """The shipped catalog plus the operator's model entries and custom providers' models."""
+    catalog = shipped.with_overrides(settings.model_overrides)
+    for provider in settings.providers:
+        if provider.models is not None:
+            catalog = catalog.with_provider_models(provider.id, provider.models)
+    return catalog
+
+
+def _is_management(path: str) -> bool:
+    """``/api/…`` paths other than the public catalog go to the management API."""
+    return path.startswith("/api/") and not path.startswith("/api/public/")
+
+
+@dataclass(slots=True)
+class Runtime:
+    """The parts that live inside the event loop, created at startup."""
+
+    client: UpstreamClient
+    writer: UsageWriter
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class Gateway:
+    """The ASGI application: routes by path, owns startup and shutdown."""
+
+    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+        self.settings = settings
+        self.catalog = load_catalog(settings, catalog or Catalog.load_shipped())
+        self.engine: AsyncEngine = create_engine_for(settings.database_url)
+        self.keys = KeyRepository(self.engine)
+        self.usage = UsageRepository(self.engine)
+        self.key_cache = KeyCache(self.keys)
+        self.routers = RouterTable(RouterRepository(self.engine))
+        self.management = build_management_app(
+            self.engine, self.key_cache, settings, routers=self.routers
+        )
+        served = served_models(settings, self.catalog)
+        self.resolver = ModelResolver(settings.providers, served, self.catalog.aliases)
+        self.health = HealthEndpoints(self._database_ready)
+        self.stats = ModelStats()
+        universe = chat_candidates(settings.providers, served, self.catalog)
+        self.routes = RouteSelector(
+            self.routers, universe, self.resolver, self.catalog, latency=self.stats
+        )
+        self.catalog_api = CatalogRoutes(self.catalog, served, self.stats)
+        self.runtime: Runtime | None = None
+        self._routes: dict[tuple[str, str], ASGIApp] = {
+            ("GET", "/healthz"): self.health.healthz,
+            ("GET", "/readyz"): self.health.readyz,
+            **self.catalog_api.routes,
+        }
+        # Routes whose last parameter may hold slashes (/v1/models/{provider/model}), matched by
+        # prefix after the exact-path lookup misses.
+        self._prefixed: tuple[tuple[str, str, ASGIApp], ...] = self.catalog_api.prefixed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Dispatch one ASGI event."""
+        kind = scope["type"]
+        if kind == "http":
+            route = self._routes.get((scope["method"], scope["path"]))
+            if route is None:
+                route = self._prefixed_route(scope["method"], scope["path"])
+            if route is None and _is_management(scope["path"]):
+                route = self.management
+            if route is None:
+                await self._not_found(scope, send)
+                return
+            await route(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def startup(self) -> None:
+        """Connect, load keys, start the background writer and the key refresher."""
+        client = UpstreamClient()
+        writer = UsageWriter(self.usage, self.keys, observers=(self.stats.observe,))
+        self.runtime = Runtime(client, writer)
+        await self.key_cache.refresh()
+        await self.routers.refresh()
+        context = GatewayContext(
+            keys=self.key_cache,
+            resolver=self.resolver,
+            routes=self.routes,
+            protocols=protocols(),
+            codecs=codecs(),
+            profiles=ProfileBook(self.catalog),
+            client=client,
+            writer=writer,
+            max_body_bytes=self.settings.max_body_bytes,
+            access_log=self.settings.access_log,
+        )
+        for dialect in (OPENAI_CHAT, ANTHROPIC_MESSAGES):
+            self._routes[("POST", dialect.path)] = InferenceEndpoint(dialect, context)
+        self._routes[("POST", CountTokensEndpoint.path)] = CountTokensEndpoint(context)
+        self.runtime.tasks = [
+            asyncio.create_task(writer.run(), name="usage-writer"),
+            asyncio.create_task(self.key_cache.run(), name="key-cache"),
+            asyncio.create_task(self.routers.run(), name="router-table"),
+        ]
+
+    async def shutdown(self) -> None:
+        """Stop background work, drain the usage queue, close connections."""
+        runtime = self.runtime
+        if runtime is not None:
+            for task in runtime.tasks:
+                task.cancel()
+            for task in runtime.tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await runtime.writer.close()
+            await runtime.client.close()
+        await self.engine.dispose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _prefixed_route(self, method: str, path: str) -> ASGIApp | None:
+        for route_method, prefix, route in self._prefixed:
+            if method == route_method and path.startswith(prefix):
+                return route
+        return None
+
+    async def _database_ready(self) -> bool:
+        try:
+            async with asyncio.timeout(2.0), self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception:
+            log.warning("readiness: database unreachable", exc_info=True)
+            return False
+        return True
+
+    async def _not_found(self, scope: Scope, send: Send) -> None:
+        path = scope.get("path", "")
+        methods = [m for (m, p) in self._routes if p == path]
+        methods += [m for (m, prefix, _) in self._prefixed if path.startswith(prefix)]
+        error: GatewayError
+        if methods:
+            error = MethodNotAllowed(
+                f"{scope['method']} is not allowed on {path}; use {methods[0]}"
+            )
+        else:
+            error = RouteNotFound(f"no route {path}")
+        anthropic = path.startswith("/v1/messages")
+        body = error.anthropic_body() if anthropic else error.openai_body()
+        await respond(send, error.status, body, [(b"x-orca-request-id", new_request_id().encode())])

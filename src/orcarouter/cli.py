@@ -1,0 +1,238 @@
+"""The command line: ``serve``, ``migrate``, ``keys create|list|revoke``,
+``routers list|create|update|delete`` and ``catalog refresh``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from orcarouter.accounts.bootstrap import bootstrap
+from orcarouter.accounts.keys import DEFAULT_WORKSPACE, issue_key
+from orcarouter.app import Gateway
+from orcarouter.catalog import CatalogError, refresh_catalog
+from orcarouter.observability.logging import configure_logging
+from orcarouter.routing.routers import DEFAULT_STRATEGY, STRATEGIES, RouterError, check_fields
+from orcarouter.settings import ConfigError, Settings, load_settings
+from orcarouter.store.database import create_engine_for, migrate
+from orcarouter.store.repositories import KeyRepository, WorkspaceRepository
+from orcarouter.store.routers import RouterExists, RouterRepository, RouterRow, new_router_id
+
+log = logging.getLogger("orcarouter")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    parser = argparse.ArgumentParser(prog="orcarouter", description="OrcaRouter LLM gateway")
+    parser.add_argument("--config", help="YAML config file (or ORCAROUTER_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="migrate the database and start the gateway")
+    serve.add_argument("--host", help="listen address (or ORCAROUTER_HOST)")
+    serve.add_argument("--port", type=int, help="listen port (or ORCAROUTER_PORT)")
+    commands.add_parser("migrate", help="apply database migrations")
+    keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    keys.add_parser("list", help="list keys (never their secrets)")
+    revoke = keys.add_parser("revoke", help="revoke a key by id")
+    revoke.add_argument("key_id")
+    _add_router_commands(commands)
+    catalog = commands.add_parser("catalog", help="the model catalog").add_subparsers(
+        dest="catalog_command", required=True
+    )
+    refresh = catalog.add_parser("refresh", help="rebuild the shipped catalog from models.dev")
+    refresh.add_argument("--from", dest="source", required=True, help="models.dev JSON file")
+    refresh.add_argument("--to", dest="dest", help="catalog file to update (default: shipped)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        print(f"orcarouter: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.secrets())
+    if args.command == "serve":
+        return _serve(settings, args.host, args.port)
+    if args.command == "migrate":
+        migrate(settings.database_url)
+        print("database is up to date")
+        return 0
+    if args.command == "keys":
+        migrate(settings.database_url)
+        return asyncio.run(_keys(settings, args))
+    if args.command == "routers":
+        migrate(settings.database_url)
+        return asyncio.run(_routers(settings, args))
+    if args.command == "catalog":
+        written = refresh_catalog(Path(args.source), Path(args.dest) if args.dest else None)
+        print(f"catalog written to {written}")
+        return 0
+    return 2
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    try:
+        gateway = Gateway(settings)
+    except CatalogError as exc:
+        print(f"orcarouter: configuration error: models: {exc}", file=sys.stderr)
+        return 2
+    migrate(settings.database_url)
+    if settings.providers:
+        log.info("providers enabled: %s", ", ".join(p.id for p in settings.providers))
+    else:
+        log.warning(
+            "no provider is enabled: set a provider key such as OPENAI_API_KEY or "
+            "ANTHROPIC_API_KEY, or declare providers in a config file (see README)"
+        )
+    secret = asyncio.run(_bootstrap(settings))
+    if secret is not None:
+        print(
+            "\nOrcaRouter generated an admin key. It is shown only this once; store it now:\n\n"
+            f"    {secret}\n",
+            flush=True,
+        )
+    config = uvicorn.Config(
+        gateway,
+        host=host or settings.host,
+        port=port or settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+async def _bootstrap(settings: Settings) -> str | None:
+    engine = create_engine_for(settings.database_url)
+    try:
+        return await bootstrap(
+            WorkspaceRepository(engine),
+            KeyRepository(engine),
+            settings.admin_key,
+            RouterRepository(engine),
+        )
+    finally:
+        await engine.dispose()
+
+
+async def _keys(settings: Settings, args: argparse.Namespace) -> int:
+    engine = create_engine_for(settings.database_url)
+    try:
+        repo = KeyRepository(engine)
+        if args.keys_command == "create":
+            await WorkspaceRepository(engine).ensure(args.workspace, args.workspace)
+            issued = await issue_key(repo, args.name, workspace_id=args.workspace)
+            print(f"id:     {issued.row.id}\nname:   {issued.row.name}\nsecret: {issued.secret}")
+            print("The secret is shown only this once.", file=sys.stderr)
+            return 0
+        if args.keys_command == "list":
+            for row in await repo.list():
+                used = row.last_used_at.isoformat(timespec="seconds") if row.last_used_at else "-"
+                print(
+                    f"{row.id}  {row.status:8}  {row.role:7}  {row.display_prefix:14}  "
+                    f"last used {used:25}  {row.name}"
+                )
+            return 0
+        if await repo.set_status(args.key_id, "revoked"):
+            print(f"revoked {args.key_id}")
+            return 0
+        print(f"orcarouter: no key with id {args.key_id}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+
+
+def _add_router_commands(commands: Any) -> None:
+    routers = commands.add_parser("routers", help="named routers (orcarouter/{name})")
+    verbs = routers.add_subparsers(dest="routers_command", required=True)
+    listing = verbs.add_parser("list", help="list a workspace's routers")
+    listing.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    for verb in ("create", "update"):
+        command = verbs.add_parser(verb, help=f"{verb} a router")
+        command.add_argument("name")
+        command.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+        command.add_argument("--strategy", choices=STRATEGIES)
+        command.add_argument("--models", help="comma-separated allowed-model globs ('' = all)")
+        command.add_argument("--default-model", help="the safety-net model ('' = none)")
+        command.add_argument("--quality-bar", type=int)
+        command.add_argument("--priority", help="comma-separated model ids or globs, in order")
+        command.add_argument("--enabled", choices=("true", "false"))
+        if verb == "update":
+            command.add_argument("--rename", help="a new name")
+    delete = verbs.add_parser("delete", help="delete a router")
+    delete.add_argument("name")
+    delete.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+
+
+def _router_changes(args: argparse.Namespace) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name, value in (("strategy", args.strategy), ("quality_bar", args.quality_bar)):
+        if value is not None:
+            changes[name] = value
+    for name, value in (("allowed_models", args.models), ("priority", args.priority)):
+        if value is not None:
+            changes[name] = [v.strip() for v in value.replace("\n", ",").split(",") if v.strip()]
+    if args.default_model is not None:
+        changes["default_model"] = args.default_model or None
+    if args.enabled is not None:
+        changes["enabled"] = args.enabled == "true"
+    if getattr(args, "rename", None):
+        changes["name"] = args.rename
+    return changes
+
+
+async def _routers(settings: Settings, args: argparse.Namespace) -> int:
+    engine = create_engine_for(settings.database_url)
+    repo = RouterRepository(engine)
+    try:
+        if args.routers_command == "list":
+            for row in await repo.list(args.workspace):
+                state = "enabled" if row.enabled else "disabled"
+                models = ",".join(row.allowed_models) or "*"
+                print(f"orcarouter/{row.name}  {row.strategy:9}  {state:8}  models={models}")
+            return 0
+        if args.routers_command == "delete":
+            if await repo.delete(args.workspace, args.name):
+                print(f"deleted orcarouter/{args.name}")
+                return 0
+            print(f"orcarouter: no router named {args.name}", file=sys.stderr)
+            return 1
+        changes = _router_changes(args)
+        if args.routers_command == "create":
+            changes = {"name": args.name, "strategy": DEFAULT_STRATEGY, **changes}
+        check_fields(changes)
+        if args.routers_command == "create":
+            await repo.create(RouterRow(id=new_router_id(), workspace_id=args.workspace, **changes))
+        elif await repo.update(args.workspace, args.name, changes) is None:
+            print(f"orcarouter: no router named {args.name}", file=sys.stderr)
+            return 1
+        print(f"saved orcarouter/{changes.get('name', args.name)}")
+        return 0
+    except (RouterError, RouterExists) as exc:
+        message = f"a router named {exc} exists" if isinstance(exc, RouterExists) else str(exc)
+        print(f"orcarouter: {message}", file=sys.stderr)
+        return 1
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Logs with redaction; metrics and traces join here later."""

@@ -1,0 +1,1 @@
+"""One module per upstream protocol, each implementing ``ProviderProtocol``."""

@@ -1,0 +1,159 @@
+"""How one request is carried to its upstream: passed through, or translated both ways.
+
+Same protocol: the client's payload goes upstream with only the model id (and the usage option)
+changed, and the answer comes back byte for byte. Other protocol: client wire -> canonical ->
+upstream wire for the request, and the reverse for the response, event by event for streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Protocol
+
+import orjson
+
+from orcarouter.canonical import (
+    MessageDelta,
+    MessageStart,
+    MessageStop,
+    StreamError,
+    StreamEvent,
+    Usage,
+    UsageReport,
+)
+from orcarouter.errors import InvalidRequest, UpstreamProtocolError
+from orcarouter.providers.base import ObservedStream, ProviderProtocol, StreamObserver
+from orcarouter.providers.openai_compat import client_wants_usage
+from orcarouter.translate.codecs import StreamDecoder, StreamEncoder, TargetOptions, WireCodec
+from orcarouter.translate.common import TranslationError
+from orcarouter.wire.sse import SSEEvent
+
+
+class ExchangePlan(Protocol):
+    """The upstream body and how the answer goes back to the client."""
+
+    body: bytes
+    dropped: tuple[str, ...]
+
+    def stream_observer(self) -> StreamObserver:
+        """The observer for this request's streamed answer."""
+        ...
+
+    def read_response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+        """The client's body, the usage and the served model of a whole answer."""
+        ...
+
+
+def _decode(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamProtocolError("upstream sent a response that is not JSON") from exc
+
+
+class Passthrough:
+    """Same protocol: forward as sent, read usage on the way."""
+
+    dropped: tuple[str, ...] = ()
+
+    def __init__(
+        self, protocol: ProviderProtocol, payload: dict[str, Any], model: str, stream: bool
+    ) -> None:
+        self._protocol = protocol
+        # The observer reads the client's own options before prepare_body adds the gateway's.
+        self._observer = protocol.stream_observer(payload) if stream else None
+        self.body = protocol.prepare_body(payload, model, stream)
+
+    def stream_observer(self) -> StreamObserver:
+        """The protocol's own observer (one plan serves one request)."""
+        return self._observer or self._protocol.stream_observer({})
+
+    def read_response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+        """The upstream bytes unchanged."""
+        usage, model = self._protocol.read_response(_decode(raw))
+        return raw, usage, model
+
+
+class Translated:
+    """Other protocol: translate the request, the response and every stream event."""
+
+    def __init__(
+        self,
+        client: WireCodec,
+        upstream: WireCodec,
+        payload: Mapping[str, Any],
+        *,
+        model: str,
+        stream: bool,
+        options: TargetOptions,
+    ) -> None:
+        self._client = client
+        self._upstream = upstream
+        self._include_usage = client_wants_usage(payload) or client.name != "openai"
+        try:
+            request = replace(client.request_to_canonical(payload), model=model, stream=stream)
+            translation = upstream.request_from_canonical(request, options)
+        except TranslationError as exc:
+            raise InvalidRequest(
+                f"'{exc.param}' cannot be sent to {model} over the {upstream.name} protocol: "
+                f'{exc.message} (send "drop_params": true to drop it instead)',
+                param=exc.param,
+            ) from None
+        self.body = orjson.dumps(translation.body)
+        self.dropped = tuple(dict.fromkeys(translation.dropped))
+
+    def stream_observer(self) -> StreamObserver:
+        """Decode upstream events, encode them for the client."""
+        return TranslatingObserver(
+            self._upstream.stream_decoder(), self._client.stream_encoder(self._include_usage)
+        )
+
+    def read_response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+        """Re-render the whole answer in the client's format."""
+        body = _decode(raw)
+        if not isinstance(body, dict):
+            raise UpstreamProtocolError("upstream sent a response that is not a JSON object")
+        try:
+            response = self._upstream.response_to_canonical(body)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamProtocolError(f"upstream response could not be read: {exc}") from exc
+        rendered = self._client.response_from_canonical(response)
+        return orjson.dumps(rendered), response.usage, response.model or None
+
+
+class TranslatingObserver(ObservedStream):
+    """A stream observer that rewrites each upstream event into the client's dialect."""
+
+    __slots__ = ("_decoder", "_encoder")
+
+    def __init__(self, decoder: StreamDecoder, encoder: StreamEncoder) -> None:
+        super().__init__()
+        self._decoder = decoder
+        self._encoder = encoder
+
+    def observe(self, event: SSEEvent) -> bytes:
+        """Translate one upstream event into zero or more client events."""
+        return self._encode(self._decoder.feed(event))
+
+    def close(self) -> bytes:
+        """The upstream ended: emit whatever the decoder still holds."""
+        return self._encode(self._decoder.finish())
+
+    def _encode(self, events: list[StreamEvent]) -> bytes:
+        out = b""
+        for event in events:
+            self._note(event)
+            out += self._encoder.encode(event)
+        return out
+
+    def _note(self, event: StreamEvent) -> None:
+        if isinstance(event, MessageStart):
+            self.upstream_model = event.model or self.upstream_model
+            self.usage = event.usage or self.usage
+        elif isinstance(event, MessageDelta | UsageReport):
+            self.usage = event.usage or self.usage
+        elif isinstance(event, MessageStop):
+            self.finished = True
+        elif isinstance(event, StreamError):
+            self.error_type = event.type

@@ -1,0 +1,119 @@
+"""OpenAI Chat Completions and every OpenAI-compatible server (Groq, DeepSeek, vLLM, Ollama…).
+
+Streams are asked for usage (``stream_options.include_usage``); the usage-only chunk that
+produces is removed again when the client did not ask for it.
+https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream_options
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from orcarouter.canonical import Usage
+from orcarouter.providers.base import ObservedStream, error_message, error_object
+from orcarouter.settings import Provider
+from orcarouter.translate.usage import usage_from_openai
+from orcarouter.wire.sse import SSEEvent
+
+
+def client_wants_usage(payload: Mapping[str, Any]) -> bool:
+    """Whether the client itself asked for the usage chunk."""
+    options = payload.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+class OpenAIStreamObserver(ObservedStream):
+    """Reads usage, the served model and the end marker from a chat-completion stream."""
+
+    __slots__ = ("_strip_usage_chunk",)
+
+    def __init__(self, strip_usage_chunk: bool) -> None:
+        super().__init__()
+        self._strip_usage_chunk = strip_usage_chunk
+
+    def observe(self, event: SSEEvent) -> bytes:
+        """Read one event; the usage-only chunk is held back if the client did not ask for it."""
+        data = event.data
+        if not data:
+            return event.raw
+        if data == "[DONE]":
+            self.finished = True
+            return event.raw
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return event.raw
+        if not isinstance(chunk, dict):
+            return event.raw
+        if "error" in chunk:
+            error = chunk["error"]
+            self.error_type = (
+                str(error.get("type") or "upstream_error")
+                if isinstance(error, dict)
+                else "upstream_error"
+            )
+            return event.raw
+        if self.upstream_model is None and isinstance(chunk.get("model"), str):
+            self.upstream_model = chunk["model"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage_from_openai(usage)
+            if self._strip_usage_chunk and not chunk.get("choices"):
+                return b""
+        return event.raw
+
+
+class OpenAIProtocol:
+    """The ``openai`` protocol: ``POST {base_url}/chat/completions`` with a bearer key."""
+
+    name = "openai"
+
+    def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
+        """Chat completions under the provider's base URL."""
+        return provider.base_url + "/chat/completions"
+
+    def headers(self, provider: Provider, client_headers: Mapping[str, str]) -> dict[str, str]:
+        """Bearer auth plus the operator's extra headers."""
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        headers.update(provider.headers)
+        if provider.api_key:
+            headers["authorization"] = f"Bearer {provider.api_key}"
+        return headers
+
+    def prepare_body(self, payload: dict[str, Any], upstream_model: str, stream: bool) -> bytes:
+        """Set the upstream model id and always ask streams for usage."""
+        payload["model"] = upstream_model
+        if stream and not client_wants_usage(payload):
+            options = payload.get("stream_options")
+            merged = dict(options) if isinstance(options, dict) else {}
+            merged["include_usage"] = True
+            payload["stream_options"] = merged
+        return orjson.dumps(payload)
+
+    def read_response(self, body: Any) -> tuple[Usage | None, str | None]:
+        """``usage`` and ``model`` of a chat completion."""
+        if not isinstance(body, dict):
+            return None, None
+        model = body.get("model")
+        usage = body.get("usage")
+        parsed = usage_from_openai(usage) if isinstance(usage, dict) else None
+        return parsed, model if isinstance(model, str) else None
+
+    def stream_observer(self, payload: Mapping[str, Any]) -> OpenAIStreamObserver:
+        """Strip the usage chunk unless the client asked for it."""
+        return OpenAIStreamObserver(strip_usage_chunk=not client_wants_usage(payload))
+
+    def error_type(self, body: Any) -> str | None:
+        """``error.type`` (or ``error.code``) of ``{"error": {...}}``."""
+        error = error_object(body)
+        if error is None:
+            return None
+        kind = error.get("type") or error.get("code")
+        return str(kind) if kind else "upstream_error"
+
+    def error_message(self, body: Any) -> str | None:
+        """``error.message`` of ``{"error": {...}}``."""
+        return error_message(body)

@@ -1,0 +1,1 @@
+"""Model resolution: which provider and upstream model serve a requested model id."""

@@ -1,0 +1,74 @@
+"""``RouteDecision``: what a router chose for one request, in order, and why.
+
+The first candidate is served; the others are the order a failover walks. The decision is
+kept with the request's usage record (``reason_json``, bounded in size) and summarised in
+the ``X-Orca-Route-Reason`` response header (``header``, one short ASCII line).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import orjson
+
+from orcarouter.routing.candidates import Candidate, Exclusion
+from orcarouter.routing.strategies import Ranked
+
+MAX_RECORDED = 25  # candidates and exclusions each kept in the record; the rest are counted
+
+
+@dataclass(frozen=True, slots=True)
+class RouteDecision:
+    """The ordered candidates (best first), the exclusions and the strategy that ordered them."""
+
+    router: str  # orcarouter/{name}
+    strategy: str
+    ranked: tuple[Ranked, ...]
+    excluded: tuple[Exclusion, ...] = ()
+    default_model: str | None = None  # set when the router's default was appended last
+
+    @property
+    def chosen(self) -> Candidate:
+        """The candidate to try first."""
+        return self.ranked[0].candidate
+
+    @property
+    def candidates(self) -> tuple[Candidate, ...]:
+        """Every candidate, in the order to try them."""
+        return tuple(r.candidate for r in self.ranked)
+
+    def header(self) -> str:
+        """``cheapest; chose openai/gpt-4o-mini ($0.000120); 4 candidates; excluded tools=2``."""
+        first = self.ranked[0]
+        text = (
+            f"{self.strategy}; chose {first.candidate.model_id} ({first.score}); "
+            f"{len(self.ranked)} candidate{'s' if len(self.ranked) != 1 else ''}"
+        )
+        if self.excluded:
+            counts = Counter(e.need for e in self.excluded)
+            text += "; excluded " + ",".join(f"{need}={n}" for need, n in sorted(counts.items()))
+        return text.encode("ascii", "replace").decode("ascii")
+
+    def reason_json(self) -> str:
+        """The decision as compact JSON for the usage record."""
+        body: dict[str, object] = {
+            "router": self.router,
+            "strategy": self.strategy,
+            "chosen": {"model": self.chosen.model_id, "score": self.ranked[0].score},
+            "candidates": [
+                {"model": r.candidate.model_id, "score": r.score}
+                for r in self.ranked[:MAX_RECORDED]
+            ],
+            "excluded": [
+                {"model": e.model_id, "need": e.need, "detail": e.detail}
+                for e in self.excluded[:MAX_RECORDED]
+            ],
+        }
+        if len(self.ranked) > MAX_RECORDED:
+            body["more_candidates"] = len(self.ranked) - MAX_RECORDED
+        if len(self.excluded) > MAX_RECORDED:
+            body["more_excluded"] = len(self.excluded) - MAX_RECORDED
+        if self.default_model is not None:
+            body["default_model"] = self.default_model
+        return orjson.dumps(body).decode()

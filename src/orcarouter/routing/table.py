@@ -1,0 +1,73 @@
+"""Routers served from memory: loaded at start, refreshed when the stored set changes.
+
+The request path reads a dict; the database is asked once a second (by a background task)
+for the routers' count and newest change time, and the whole set is read again only when that
+pair moves, so a router created, changed or deleted by another process (the CLI, another
+worker) takes effect within about a second, and at once in the process that made the change
+(the management API refreshes after every write). When the database cannot be read, the
+routers already loaded keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from orcarouter.routing.routers import RouterSpec, StoredRouter, router_spec
+
+log = logging.getLogger(__name__)
+
+
+class RouterSource(Protocol):
+    """Where routers are stored (``store.routers.RouterRepository`` fits)."""
+
+    async def all(self) -> Sequence[StoredRouter]: ...
+    async def version(self) -> tuple[int, datetime | None]: ...
+
+
+class RouterTable:
+    """Every workspace's routers by (workspace id, name)."""
+
+    def __init__(self, source: RouterSource, *, interval: float = 1.0) -> None:
+        self._source = source
+        self._interval = interval
+        self._routers: dict[tuple[str, str], RouterSpec] = {}
+        self._version: tuple[int, datetime | None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
+        self.healthy = False
+
+    def get(self, workspace_id: str, name: str) -> RouterSpec | None:
+        """The router, from memory only."""
+        return self._routers.get((workspace_id, name))
+
+    def replace(self, routers: Sequence[RouterSpec]) -> None:
+        """Serve exactly these routers (tests, and the refresh below)."""
+        self._routers = {(r.workspace_id, r.name): r for r in routers}
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Reload when the stored set changed (single flight)."""
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._load(force))
+        await asyncio.shield(self._refreshing)
+
+    async def _load(self, force: bool) -> None:
+        try:
+            version = await self._source.version()
+            if force or version != self._version:
+                rows = await self._source.all()
+                self.replace([router_spec(row) for row in rows])
+                self._version = version
+        except Exception:
+            self.healthy = False
+            log.warning("router refresh failed; serving the routers already loaded", exc_info=True)
+            return
+        self.healthy = True
+
+    async def run(self) -> None:
+        """Refresh forever, every ``interval`` seconds (cancel to stop)."""
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.refresh()

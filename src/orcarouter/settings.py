@@ -1,0 +1,254 @@
+"""Validated configuration: a YAML file plus ``ORCAROUTER_*`` environment variables.
+
+Everything is checked at startup; a bad value stops the gateway with a message naming it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from orcarouter.catalog.providers import WELL_KNOWN_PROVIDERS
+
+KEY_PREFIX = "sk-orca-"
+_PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message says which value and why."""
+
+
+class TimeoutsConfig(BaseModel):
+    """Per-provider timeouts in seconds (connect, first byte, idle between chunks, total)."""
+
+    model_config = ConfigDict(extra="forbid")
+    connect: float = Field(default=10.0, gt=0)
+    first_byte: float = Field(default=120.0, gt=0)
+    idle: float = Field(default=120.0, gt=0)
+    total: float = Field(default=900.0, gt=0)
+
+
+class ProviderConfig(BaseModel):
+    """One upstream provider as the operator declares it in YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    protocol: Literal["openai", "anthropic", "gemini"]
+    base_url: str
+    api_key_env: str | None = None
+    models: list[str] | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str) -> str:
+        if not _PROVIDER_ID.match(value):
+            raise ValueError("must be lowercase letters, digits, '_', '-' or '.'")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http:// or https:// URL")
+        if parts.username or parts.password or parts.query or parts.fragment:
+            raise ValueError("must not carry credentials, a query or a fragment")
+        return value.rstrip("/")
+
+
+class FileConfig(BaseModel):
+    """The YAML file's shape; environment variables override the scalar settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    data_dir: str | None = None
+    database_url: str | None = None
+    max_body_bytes: int | None = Field(default=None, ge=1024)
+    access_log: bool | None = None
+    providers: list[ProviderConfig] | None = None
+    models: list[dict[str, Any]] = Field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A provider the gateway will call, with its credential resolved."""
+
+    id: str
+    protocol: Literal["openai", "anthropic", "gemini"]
+    base_url: str
+    api_key: str | None = field(repr=False)
+    models: frozenset[str] | None
+    headers: Mapping[str, str]
+    timeouts: TimeoutsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the gateway needs to start, validated."""
+
+    host: str
+    port: int
+    data_dir: Path
+    database_url: str
+    admin_key: str | None = field(repr=False)
+    max_body_bytes: int
+    access_log: bool
+    providers: tuple[Provider, ...]
+    model_overrides: tuple[Mapping[str, Any], ...] = ()
+    # Anyone may register (and get a workspace) through the management API; otherwise only
+    # the first user may.
+    open_registration: bool = False
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value the gateway holds, for log redaction."""
+        values = [p.api_key for p in self.providers if p.api_key]
+        if self.admin_key:
+            values.append(self.admin_key)
+        return tuple(values)
+
+
+def load_settings(config_path: str | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the YAML file (if any) and the environment; raise ``ConfigError`` on any problem."""
+    env = dict(os.environ if environ is None else environ)
+    path = config_path or env.get("ORCAROUTER_CONFIG")
+    file_config = _read_file(Path(path)) if path else FileConfig()
+    data_dir = Path(env.get("ORCAROUTER_DATA_DIR") or file_config.data_dir or "data")
+    admin_key = env.get("ORCAROUTER_ADMIN_KEY") or None
+    if admin_key is not None and not (
+        admin_key.startswith(KEY_PREFIX) and len(admin_key) >= len(KEY_PREFIX) + 32
+    ):
+        raise ConfigError(
+            f"ORCAROUTER_ADMIN_KEY must start with '{KEY_PREFIX}' "
+            "and have at least 32 more characters"
+        )
+    if file_config.providers is not None:
+        providers = tuple(_resolve_provider(p, env) for p in file_config.providers)
+    else:
+        providers = _providers_from_environment(env)
+    _check_unique(providers)
+    return Settings(
+        host=env.get("ORCAROUTER_HOST") or file_config.host or "127.0.0.1",
+        port=_int_env(env, "ORCAROUTER_PORT", file_config.port or 8080, 1, 65535),
+        data_dir=data_dir,
+        database_url=(
+            env.get("ORCAROUTER_DATABASE_URL")
+            or file_config.database_url
+            or f"sqlite:///{(data_dir / 'orcarouter.db').as_posix()}"
+        ),
+        admin_key=admin_key,
+        max_body_bytes=_int_env(
+            env,
+            "ORCAROUTER_MAX_BODY_BYTES",
+            file_config.max_body_bytes or 20 * 1024 * 1024,
+            1024,
+            1 << 31,
+        ),
+        access_log=_bool_env(env, "ORCAROUTER_ACCESS_LOG", file_config.access_log is not False),
+        providers=providers,
+        model_overrides=tuple(file_config.models),
+        open_registration=_bool_env(env, "ORCAROUTER_OPEN_REGISTRATION", False),
+    )
+
+
+def _read_file(path: Path) -> FileConfig:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    try:
+        return FileConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"config file {path}: {_describe(exc)}") from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def _resolve_provider(config: ProviderConfig, env: Mapping[str, str]) -> Provider:
+    api_key = None
+    if config.api_key_env:
+        api_key = env.get(config.api_key_env)
+        if not api_key:
+            raise ConfigError(
+                f"provider '{config.id}': environment variable {config.api_key_env} is not set"
+            )
+    return Provider(
+        id=config.id,
+        protocol=config.protocol,
+        base_url=config.base_url,
+        api_key=api_key,
+        models=frozenset(config.models) if config.models is not None else None,
+        headers=dict(config.headers),
+        timeouts=config.timeouts,
+    )
+
+
+def _providers_from_environment(env: Mapping[str, str]) -> tuple[Provider, ...]:
+    return tuple(
+        Provider(
+            id=spec.id,
+            protocol=spec.protocol,
+            base_url=spec.base_url,
+            api_key=env[spec.api_key_env],
+            models=None,
+            headers={},
+            timeouts=TimeoutsConfig(),
+        )
+        for spec in WELL_KNOWN_PROVIDERS
+        if env.get(spec.api_key_env)
+    )
+
+
+def _check_unique(providers: tuple[Provider, ...]) -> None:
+    seen: set[str] = set()
+    for provider in providers:
+        if provider.id in seen:
+            raise ConfigError(f"provider id '{provider.id}' is declared twice")
+        seen.add(provider.id)
+
+
+def _int_env(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool_env(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")

@@ -1,0 +1,1 @@
+"""SQL schema, migrations and repositories: SQLite by default, PostgreSQL when configured."""

@@ -1,0 +1,225 @@
+"""Small parameterised queries per aggregate. Nothing here builds SQL from strings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from orcarouter.store.schema import api_keys, usage_records, workspaces
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """An API key as stored: never the secret, only its hash and display prefix."""
+
+    id: str
+    workspace_id: str
+    name: str
+    key_hash: str
+    display_prefix: str
+    role: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    model_limits_enabled: bool = False
+    model_limits: tuple[str, ...] = ()
+    allow_ips: tuple[str, ...] = ()
+    usd_cap_micros: int | None = None
+    environment: str | None = None
+    created_by: str | None = None
+
+
+def _json_strings(raw: str | None) -> tuple[str, ...]:
+    values = orjson.loads(raw) if raw else []
+    return tuple(str(v) for v in values) if isinstance(values, list) else ()
+
+
+def key_row(row: Any) -> KeyRow:
+    """A stored key row as a ``KeyRow``."""
+    return KeyRow(
+        id=row.id,
+        workspace_id=row.workspace_id,
+        name=row.name,
+        key_hash=row.key_hash,
+        display_prefix=row.display_prefix,
+        role=row.role,
+        status=row.status,
+        created_at=as_utc(row.created_at) or utcnow(),
+        updated_at=as_utc(row.updated_at) or utcnow(),
+        expires_at=as_utc(row.expires_at),
+        last_used_at=as_utc(row.last_used_at),
+        model_limits_enabled=bool(row.model_limits_enabled),
+        model_limits=_json_strings(row.model_limits),
+        allow_ips=_json_strings(row.allow_ips),
+        usd_cap_micros=row.usd_cap_micros,
+        environment=row.environment,
+        created_by=row.created_by,
+    )
+
+
+class WorkspaceRepository:
+    """Workspaces."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def ensure(self, workspace_id: str, name: str) -> bool:
+        """Create the workspace unless it exists; True when it was created now."""
+        async with self._engine.begin() as conn:
+            found = await conn.scalar(
+                select(workspaces.c.id).where(workspaces.c.id == workspace_id)
+            )
+            if found is None:
+                await conn.execute(
+                    insert(workspaces).values(id=workspace_id, name=name, created_at=utcnow())
+                )
+        return found is None
+
+
+class KeyRepository:
+    """API keys: hashes and metadata only."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def add(self, row: KeyRow) -> None:
+        """Store a new key."""
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(api_keys).values(**_as_values(row)))
+
+    async def changed_since(self, since: datetime | None) -> list[KeyRow]:
+        """Every key updated at or after ``since`` (all keys when ``since`` is None)."""
+        query = select(api_keys)
+        if since is not None:
+            query = query.where(api_keys.c.updated_at >= since)  # re-reads are harmless
+        async with self._engine.connect() as conn:
+            return [key_row(r) for r in await conn.execute(query)]
+
+    async def list(self, workspace_id: str | None = None) -> list[KeyRow]:
+        """Keys, oldest first, optionally of one workspace."""
+        query = select(api_keys).order_by(api_keys.c.created_at, api_keys.c.id)
+        if workspace_id is not None:
+            query = query.where(api_keys.c.workspace_id == workspace_id)
+        async with self._engine.connect() as conn:
+            return [key_row(r) for r in await conn.execute(query)]
+
+    async def set_status(self, key_id: str, status: str) -> bool:
+        """Change a key's status; False when no such key exists."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id)
+                .values(status=status, updated_at=utcnow())
+            )
+            return bool(result.rowcount)
+
+    async def revoke_role_except(self, role: str, keep_hash: str) -> None:
+        """Revoke every active operator-made key of ``role`` but the one with ``keep_hash``.
+
+        Keys made through the management API (``created_by`` set) are never touched.
+        """
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(api_keys)
+                .where(
+                    api_keys.c.role == role,
+                    api_keys.c.created_by.is_(None),
+                    api_keys.c.key_hash != keep_hash,
+                    api_keys.c.status == "active",
+                )
+                .values(status="revoked", updated_at=utcnow())
+            )
+
+    async def find_by_hash(self, key_hash: str) -> KeyRow | None:
+        """The key with this hash, if stored."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(select(api_keys).where(api_keys.c.key_hash == key_hash))
+            ).first()
+            return key_row(row) if row is not None else None
+
+    async def count_active(self, role: str) -> int:
+        """How many active operator-made keys (not from the management API) of ``role`` exist."""
+        async with self._engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count())
+                .select_from(api_keys)
+                .where(
+                    api_keys.c.role == role,
+                    api_keys.c.status == "active",
+                    api_keys.c.created_by.is_(None),
+                )
+            )
+            return int(count or 0)
+
+    async def touch(self, last_used: dict[str, datetime]) -> None:
+        """Record when keys were last used (batched by the usage writer)."""
+        if not last_used:
+            return
+        async with self._engine.begin() as conn:
+            for key_id, when in last_used.items():
+                await conn.execute(
+                    update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=when)
+                )
+
+
+def _as_values(row: KeyRow) -> dict[str, Any]:
+    values = {name: getattr(row, name) for name in KeyRow.__slots__}
+    values["model_limits"] = orjson.dumps(list(row.model_limits)).decode()
+    values["allow_ips"] = orjson.dumps(list(row.allow_ips)).decode()
+    return values
+
+
+class UsageRepository:
+    """Usage records; the request id makes every write idempotent."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert records in one transaction; a record already stored is left as it is."""
+        if not rows:
+            return
+        dialect = self._engine.dialect.name
+        builder = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = builder(usage_records).on_conflict_do_nothing(index_elements=["request_id"])
+        async with self._engine.begin() as conn:
+            await conn.execute(statement, list(rows))
+
+    async def get(self, request_id: str) -> dict[str, Any] | None:
+        """One record as a dict, or None."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(usage_records).where(usage_records.c.request_id == request_id)
+                )
+            ).first()
+            return dict(row._mapping) if row is not None else None
+
+    async def all(self) -> list[dict[str, Any]]:
+        """Every record, oldest first."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(select(usage_records).order_by(usage_records.c.created_at))
+            return [dict(r._mapping) for r in rows]

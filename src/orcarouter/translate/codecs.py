@@ -1,0 +1,304 @@
+"""One uniform face per wire format, so the gateway can bridge any client to any upstream.
+
+A codec turns its wire's requests, responses and SSE events into canonical ones and back;
+``TargetOptions`` carries the dialect choices a target model needs (provider profile data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from orcarouter.canonical import MessageStop, Request, Response, StreamEvent
+from orcarouter.translate import anthropic_messages, gemini, openai_chat
+from orcarouter.translate.common import JsonDict, RequestTranslation
+from orcarouter.wire.sse import SSEEvent, encode_event
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TargetOptions:
+    """How to render a request for one target model."""
+
+    default_max_tokens: int = 8192
+    adaptive_thinking: bool = False
+    max_tokens_field: str = "max_completion_tokens"
+    reasoning_fields: tuple[str, ...] | None = None
+    gemini: gemini.GeminiTarget = field(default_factory=gemini.GeminiTarget)
+    drop_params: bool = False
+
+
+class StreamDecoder(Protocol):
+    """Upstream SSE events in, canonical stream events out."""
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        """Decode one upstream event."""
+        ...
+
+    def finish(self) -> list[StreamEvent]:
+        """The upstream stream ended (EOF): close what is open."""
+        ...
+
+
+class StreamEncoder(Protocol):
+    """Canonical stream events in, client SSE bytes out."""
+
+    def encode(self, event: StreamEvent) -> bytes:
+        """Encode one canonical event (possibly as nothing)."""
+        ...
+
+
+class WireCodec(Protocol):
+    """Requests, responses and streams of one wire format, to and from canonical."""
+
+    name: str
+
+    def request_to_canonical(self, body: Mapping[str, Any]) -> Request:
+        """Parse a client request."""
+        ...
+
+    def request_from_canonical(
+        self, request: Request, options: TargetOptions
+    ) -> RequestTranslation:
+        """Render an upstream request."""
+        ...
+
+    def response_to_canonical(self, body: Mapping[str, Any]) -> Response:
+        """Parse an upstream response."""
+        ...
+
+    def response_from_canonical(self, response: Response) -> JsonDict:
+        """Render a client response."""
+        ...
+
+    def stream_decoder(self) -> StreamDecoder:
+        """A fresh decoder for one upstream stream."""
+        ...
+
+    def stream_encoder(self, include_usage: bool) -> StreamEncoder:
+        """A fresh encoder for one client stream."""
+        ...
+
+
+def _json(event: SSEEvent) -> Any:
+    try:
+        return orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return None
+
+
+class _OpenAIDecoder:
+    __slots__ = ("_decoder", "_done")
+
+    def __init__(self) -> None:
+        self._decoder = openai_chat.OpenAIChunkDecoder()
+        self._done = False
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if not event.data or self._done:
+            return []
+        if event.data == "[DONE]":
+            self._done = True
+            return self._decoder.finish()
+        chunk = _json(event)
+        return self._decoder.feed(chunk) if isinstance(chunk, dict) else []
+
+    def finish(self) -> list[StreamEvent]:
+        # A stream cut before [DONE] is not complete: nothing is invented for it.
+        return []
+
+
+class _OpenAIEncoder:
+    __slots__ = ("_encoder",)
+
+    def __init__(self, include_usage: bool) -> None:
+        self._encoder = openai_chat.OpenAIChunkEncoder(include_usage=include_usage)
+
+    def encode(self, event: StreamEvent) -> bytes:
+        out = b"".join(encode_event(orjson.dumps(c)) for c in self._encoder.feed(event))
+        if isinstance(event, MessageStop):
+            out += b"data: [DONE]\n\n"
+        return out
+
+
+class OpenAICodec:
+    """OpenAI Chat Completions."""
+
+    name = "openai"
+
+    def request_to_canonical(self, body: Mapping[str, Any]) -> Request:
+        """Parse a chat-completion request."""
+        return openai_chat.request_to_canonical(body)
+
+    def request_from_canonical(
+        self, request: Request, options: TargetOptions
+    ) -> RequestTranslation:
+        """Render a chat-completion request in the target's dialect."""
+        return openai_chat.request_from_canonical(
+            request,
+            drop_params=options.drop_params,
+            max_tokens_field=options.max_tokens_field,
+            reasoning_fields=options.reasoning_fields,
+        )
+
+    def response_to_canonical(self, body: Mapping[str, Any]) -> Response:
+        """Parse a chat completion; a body without ``choices`` is not one."""
+        if not isinstance(body.get("choices"), list):
+            raise ValueError("the body is not a chat completion (no choices)")
+        return openai_chat.response_to_canonical(body)
+
+    def response_from_canonical(self, response: Response) -> JsonDict:
+        """Render a chat completion."""
+        return openai_chat.response_from_canonical(response)
+
+    def stream_decoder(self) -> StreamDecoder:
+        """Decode ``data:`` chunks up to ``[DONE]``."""
+        return _OpenAIDecoder()
+
+    def stream_encoder(self, include_usage: bool) -> StreamEncoder:
+        """Encode chunks, the usage chunk only if the client asked for it, then ``[DONE]``."""
+        return _OpenAIEncoder(include_usage)
+
+
+class _AnthropicDecoder:
+    __slots__ = ("_decoder",)
+
+    def __init__(self) -> None:
+        self._decoder = anthropic_messages.AnthropicEventDecoder()
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if not event.data:
+            return []
+        data = _json(event)
+        return self._decoder.feed(data) if isinstance(data, dict) else []
+
+    def finish(self) -> list[StreamEvent]:
+        return []
+
+
+class _AnthropicEncoder:
+    __slots__ = ("_encoder",)
+
+    def __init__(self) -> None:
+        self._encoder = anthropic_messages.AnthropicEventEncoder()
+
+    def encode(self, event: StreamEvent) -> bytes:
+        return b"".join(
+            encode_event(orjson.dumps(data), name) for name, data in self._encoder.feed(event)
+        )
+
+
+class AnthropicCodec:
+    """Anthropic Messages."""
+
+    name = "anthropic"
+
+    def request_to_canonical(self, body: Mapping[str, Any]) -> Request:
+        """Parse a messages request."""
+        return anthropic_messages.request_to_canonical(body)
+
+    def request_from_canonical(
+        self, request: Request, options: TargetOptions
+    ) -> RequestTranslation:
+        """Render a messages request (``max_tokens`` from the options when the client had none)."""
+        return anthropic_messages.request_from_canonical(
+            request,
+            default_max_tokens=options.default_max_tokens,
+            adaptive_thinking=options.adaptive_thinking,
+            drop_params=options.drop_params,
+        )
+
+    def response_to_canonical(self, body: Mapping[str, Any]) -> Response:
+        """Parse a message; a body without a ``content`` list is not one."""
+        if not isinstance(body.get("content"), list):
+            raise ValueError("the body is not a message (no content)")
+        return anthropic_messages.response_to_canonical(body)
+
+    def response_from_canonical(self, response: Response) -> JsonDict:
+        """Render a message."""
+        return anthropic_messages.response_from_canonical(response)
+
+    def stream_decoder(self) -> StreamDecoder:
+        """Decode named events (the ``type`` field repeats the name)."""
+        return _AnthropicDecoder()
+
+    def stream_encoder(self, include_usage: bool) -> StreamEncoder:
+        """Encode named events; Anthropic streams always carry usage."""
+        return _AnthropicEncoder()
+
+
+class _GeminiDecoder:
+    __slots__ = ("_decoder", "_finish_reason_seen")
+
+    def __init__(self) -> None:
+        self._decoder = gemini.GeminiChunkDecoder()
+        self._finish_reason_seen = False
+
+    def feed(self, event: SSEEvent) -> list[StreamEvent]:
+        if not event.data:
+            return []
+        chunk = _json(event)
+        if not isinstance(chunk, dict):
+            return []
+        for candidate in chunk.get("candidates") or []:
+            if isinstance(candidate, dict) and candidate.get("finishReason"):
+                self._finish_reason_seen = True
+        return self._decoder.feed(chunk)
+
+    def finish(self) -> list[StreamEvent]:
+        # Gemini streams have no end marker: the connection's end closes the answer, but only
+        # one that reported why it finished is complete; a cut one gets nothing invented.
+        return self._decoder.finish() if self._finish_reason_seen else []
+
+
+class _GeminiEncoder:
+    __slots__ = ("_encoder",)
+
+    def __init__(self) -> None:
+        self._encoder = gemini.GeminiChunkEncoder()
+
+    def encode(self, event: StreamEvent) -> bytes:
+        return b"".join(encode_event(orjson.dumps(c)) for c in self._encoder.feed(event))
+
+
+class GeminiCodec:
+    """Gemini ``generateContent`` (the model travels in the URL, not the body)."""
+
+    name = "gemini"
+
+    def request_to_canonical(self, body: Mapping[str, Any]) -> Request:
+        """Parse a generateContent request."""
+        return gemini.request_to_canonical(body, model=str(body.get("model", "")))
+
+    def request_from_canonical(
+        self, request: Request, options: TargetOptions
+    ) -> RequestTranslation:
+        """Render a generateContent request in the target model's dialect."""
+        return gemini.request_from_canonical(
+            request, target=options.gemini, drop_params=options.drop_params
+        )
+
+    def response_to_canonical(self, body: Mapping[str, Any]) -> Response:
+        """Parse a generateContent response; it has candidates or a prompt verdict."""
+        if "candidates" not in body and "promptFeedback" not in body:
+            raise ValueError("the body is not a generateContent response")
+        return gemini.response_to_canonical(body)
+
+    def response_from_canonical(self, response: Response) -> JsonDict:
+        """Render a generateContent response."""
+        return gemini.response_from_canonical(response)
+
+    def stream_decoder(self) -> StreamDecoder:
+        """Decode ``data:`` chunks until the connection ends."""
+        return _GeminiDecoder()
+
+    def stream_encoder(self, include_usage: bool) -> StreamEncoder:
+        """Encode chunks; Gemini chunks carry usage on their own."""
+        return _GeminiEncoder()
+
+
+def codecs() -> dict[str, WireCodec]:
+    """A fresh registry of codecs by wire name."""
+    return {"openai": OpenAICodec(), "anthropic": AnthropicCodec(), "gemini": GeminiCodec()}

@@ -1,0 +1,193 @@
+"""Helpers shared by every wire translator: errors, results, extras, data URLs, JSON args."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from orcarouter.canonical import Extras, WireName
+
+T = TypeVar("T")
+JsonDict = dict[str, Any]
+
+
+class TranslationError(ValueError):
+    """A request cannot be expressed in the target wire without changing its meaning."""
+
+    def __init__(self, *, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
+@dataclass(slots=True)
+class RequestTranslation:
+    """A rendered request body plus what had to be dropped or adjusted to render it."""
+
+    body: JsonDict
+    dropped: list[str] = field(default_factory=list)
+    adjusted: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Policy:
+    """What to do with parameters the target cannot express.
+
+    Sampling-only parameters are always dropped and reported. Shape-changing ones raise
+    ``TranslationError`` unless ``drop_params`` is set, in which case they are reported too.
+    """
+
+    drop_params: bool = False
+    dropped: list[str] = field(default_factory=list)
+    adjusted: list[str] = field(default_factory=list)
+
+    def drop(self, param: str) -> None:
+        """Record a silently droppable parameter."""
+        self.dropped.append(param)
+
+    def reject(self, param: str, message: str) -> None:
+        """Raise for a shape-changing parameter unless ``drop_params`` is set."""
+        if not self.drop_params:
+            raise TranslationError(param=param, message=message)
+        self.dropped.append(param)
+
+
+def split_known(data: Mapping[str, Any], known: Iterable[str]) -> JsonDict:
+    """Return the keys of ``data`` not in ``known``, plus known keys set to null.
+
+    A known key that is null or empty carries no meaning, but writing it back keeps same-wire
+    round trips exact.
+    """
+    known_set = set(known)
+    return {
+        key: value
+        for key, value in data.items()
+        if key not in known_set or value is None or value == [] or value == {}
+    }
+
+
+def extras_for(wire: WireName, leftover: Mapping[str, Any]) -> Extras:
+    """Wrap a wire's unknown keys as canonical extras (empty when nothing is left over)."""
+    return {wire: dict(leftover)} if leftover else {}
+
+
+def wire_extra(extras: Extras, wire: WireName) -> Mapping[str, Any]:
+    """The unknown keys a given wire left on a canonical object."""
+    return extras.get(wire, {})
+
+
+class _Absent:
+    """Marks, in extras, a key the wire did not send although the renderer writes it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+
+
+def deep_merge(base: JsonDict, overlay: Mapping[str, Any]) -> JsonDict:
+    """Merge ``overlay`` into ``base`` (in place, recursively for dicts) and return ``base``.
+
+    A value of ``ABSENT`` removes the key.
+    """
+    for key, value in overlay.items():
+        current = base.get(key)
+        if value is ABSENT:
+            base.pop(key, None)
+        elif isinstance(current, dict) and isinstance(value, Mapping):
+            deep_merge(current, value)
+        elif isinstance(value, Mapping):
+            base[key] = deep_merge({}, value)
+        else:
+            base[key] = value
+    return base
+
+
+def with_extras(body: JsonDict, extras: Extras, wire: WireName) -> JsonDict:
+    """Overlay the unknown keys ``wire`` left on an object onto its rendered ``body``."""
+    extra = extras.get(wire)
+    return deep_merge(body, extra) if extra else body
+
+
+_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)$", re.DOTALL)
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """Split a base64 ``data:`` URL into (media type, base64 data); ``None`` otherwise."""
+    match = _DATA_URL.match(url)
+    if match is None or ";base64" not in match.group("params"):
+        return None
+    return match.group("mime") or "application/octet-stream", match.group("data")
+
+
+def data_url(media_type: str, data: str) -> str:
+    """Build a base64 ``data:`` URL."""
+    return f"data:{media_type};base64,{data}"
+
+
+def parse_arguments(arguments: Any) -> Any:
+    """Parse tool-call arguments; empty text means ``{}``, invalid JSON means ``{}``.
+
+    Portkey fix for empty arguments: https://github.com/Portkey-AI/gateway/pull/1104
+    """
+    if isinstance(arguments, Mapping):
+        return dict(arguments)
+    if not isinstance(arguments, str) or not arguments.strip():
+        return {}
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return {}
+
+
+def dump_json(value: Any) -> str:
+    """Compact JSON text as OpenAI emits tool arguments (non-ASCII kept)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+_TOOL_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def sanitize_tool_id(tool_id: str) -> str:
+    """Map a tool-call id onto Anthropic's ``^[a-zA-Z0-9_-]+$`` (Kimi ids look like ``a.b:0``)."""
+    cleaned = _TOOL_ID_INVALID.sub("_", tool_id)
+    return cleaned or "toolu_empty"
+
+
+def as_str_tuple(value: Any) -> tuple[str, ...] | None:
+    """A list of strings as a tuple, ``None`` for anything else."""
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return tuple(value)
+    return None
+
+
+def optional_int(value: Any) -> int | None:
+    """An int (not a bool) or ``None``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def residual(original: Mapping[str, Any], rendered: Mapping[str, Any]) -> JsonDict:
+    """What ``original`` has that ``rendered`` lacks or renders differently (recursive).
+
+    Used to keep the unknown or vendor-specific parts of an object as extras, so that
+    ``deep_merge(rendered, residual(original, rendered)) == original``.
+    """
+    out: JsonDict = {key: ABSENT for key in rendered if key not in original}
+    for key, value in original.items():
+        if key not in rendered:
+            out[key] = value
+            continue
+        mine = rendered[key]
+        if isinstance(value, Mapping) and isinstance(mine, Mapping):
+            nested = residual(value, mine)
+            if nested:
+                out[key] = nested
+        elif value != mine or type(value) is not type(mine):
+            out[key] = value
+    return out

@@ -1,0 +1,1 @@
+"""The formats clients and vendors speak: SSE framing and error envelopes. No policy."""

@@ -1,0 +1,101 @@
+"""Incremental Server-Sent Events framing.
+
+Bytes arrive in arbitrary network reads; events end at a blank line. The splitter keeps only
+the unfinished tail of the stream, so memory stays bounded by the largest single event.
+Spec: https://html.spec.whatwg.org/multipage/server-sent-events.html#parsing-an-event-stream
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# An event ends at a blank line; the spec allows \n, \r\n and \r line endings, mixed. A lone
+# \r may still be the start of \r\n, so it ends an event only once the next byte is known.
+_EVENT_END = re.compile(
+    rb"\r\n\r\n|\n\n|\r\r(?!\n)|\r\n\n|\n\r\n|\r\n\r(?=[^\n])|\n\r(?=[^\n])|\r\r\n"
+)
+# Only CR and LF end lines: str.splitlines would also split on U+2028 and friends inside JSON.
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+class SSEError(ValueError):
+    """The stream broke the framing rules (an event larger than the limit)."""
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    """One parsed event: its name (or ``""``), its data lines joined with newlines, and its bytes.
+
+    ``raw`` is the event exactly as the upstream sent it, terminator included, so a relay can
+    forward it without re-encoding.
+    """
+
+    event: str
+    data: str
+    raw: bytes
+
+    @property
+    def is_comment(self) -> bool:
+        """True for keep-alive comments (``: ...``) that carry no data and no name."""
+        return not self.event and not self.data
+
+
+class SSESplitter:
+    """Feeds raw bytes, yields complete events as soon as their blank line has arrived."""
+
+    __slots__ = ("_buffer", "_max_event_bytes")
+
+    def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
+        self._buffer = b""
+        self._max_event_bytes = max_event_bytes
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Add ``chunk`` and return the events it completed (possibly none)."""
+        buffer = self._buffer + chunk if self._buffer else chunk
+        events: list[SSEEvent] = []
+        start = 0
+        while True:
+            match = _EVENT_END.search(buffer, start)
+            if match is None:
+                break
+            end = match.end()
+            if match.start() - start > self._max_event_bytes:
+                raise SSEError(f"an SSE event exceeded {self._max_event_bytes} bytes")
+            events.append(parse_event(buffer[start:end]))
+            start = end
+        self._buffer = buffer[start:]
+        if len(self._buffer) > self._max_event_bytes:
+            raise SSEError(f"an SSE event exceeded {self._max_event_bytes} bytes")
+        return events
+
+    def close(self) -> SSEEvent | None:
+        """End of stream: return a final event that lacked its blank line, if any."""
+        rest, self._buffer = self._buffer, b""
+        if not rest.strip():
+            return None
+        return parse_event(rest)
+
+
+def parse_event(raw: bytes) -> SSEEvent:
+    """Parse one event's bytes into its name and data (fields other than these are ignored)."""
+    name = ""
+    data: list[str] = []
+    for line in _LINE_END.split(raw.decode("utf-8", errors="replace")):
+        if not line or line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if value.startswith(" "):
+            value = value[1:]
+        if field == "data":
+            data.append(value.rstrip())
+        elif field == "event":
+            name = value.strip()
+    return SSEEvent(name, "\n".join(data), raw)
+
+
+def encode_event(data: bytes, event: str | None = None) -> bytes:
+    """Frame one event; ``data`` must be a single line (JSON is)."""
+    if event is None:
+        return b"data: " + data + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"

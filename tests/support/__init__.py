@@ -1,0 +1,1 @@
+"""Test helpers: recordings, the replay upstream and the gateway process."""

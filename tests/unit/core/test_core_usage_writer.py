@@ -1,0 +1,261 @@
+"""The batched usage writer against a real database: nothing lost, nothing written twice."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy.exc import DBAPIError
+
+from orcarouter.accounts.keys import DEFAULT_WORKSPACE, issue_key
+from orcarouter.canonical import Usage
+from orcarouter.metering.usage import UsageRecord
+from orcarouter.metering.writer import UsageWriter
+from orcarouter.store.repositories import as_utc
+
+if TYPE_CHECKING:
+    from tests.unit.core.conftest import Store
+
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+def _record(n: int, *, key_id: str | None = None, at: datetime | None = None) -> UsageRecord:
+    return UsageRecord(
+        request_id=f"req_{n:04d}",
+        created_at=at or T0 + timedelta(seconds=n),
+        workspace_id=DEFAULT_WORKSPACE,
+        key_id=key_id,
+        endpoint="chat",
+        stream=n % 2 == 0,
+        model_requested="gpt-4o-mini",
+        model_served="openai/gpt-4o-mini",
+        upstream_model="gpt-4o-mini-2024-07-18",
+        provider_id="openai",
+        status_code=200,
+        usage=Usage(
+            input_tokens=100, output_tokens=10 + n, cache_read_tokens=n, reasoning_tokens=1
+        ),
+        latency_ms=300 + n,
+        ttft_ms=40,
+    )
+
+
+def _break(store: Store) -> None:
+    store.execute("ALTER TABLE usage_records RENAME TO usage_records_away")
+
+
+def _repair(store: Store) -> None:
+    store.execute("ALTER TABLE usage_records_away RENAME TO usage_records")
+
+
+def _stored_ids(store: Store) -> list[str]:
+    return sorted(str(row[0]) for row in store.execute("SELECT request_id FROM usage_records"))
+
+
+async def _eventually(condition: Callable[[], bool]) -> None:
+    """Poll the writer's state (it offers nothing to await) for up to ten seconds."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached within 10 s")
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[list[asyncio.Task[None]]]:
+    """Background tasks a test starts; cancelled at the end whatever happened."""
+    tasks: list[asyncio.Task[None]] = []
+    yield tasks
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_flush_writes_every_record_with_its_columns(any_store: Store) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys)
+    for n in range(3):
+        writer.submit(_record(n))
+    assert writer.pending == 3
+    await writer.flush()
+    assert writer.pending == 0
+    rows = await any_store.usage.all()
+    assert [r["request_id"] for r in rows] == ["req_0000", "req_0001", "req_0002"]
+    last = rows[-1]
+    assert (last["prompt_tokens"], last["completion_tokens"], last["total_tokens"]) == (
+        102,
+        12,
+        114,
+    )
+    assert (last["cache_read_tokens"], last["reasoning_tokens"]) == (2, 1)
+    assert last["stream"] is True
+    assert (last["latency_ms"], last["ttft_ms"]) == (302, 40)
+    assert as_utc(last["created_at"]) == T0 + timedelta(seconds=2)
+
+
+async def test_flush_writes_more_records_than_one_batch(any_store: Store) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys, max_batch=7)
+    for n in range(30):
+        writer.submit(_record(n))
+    await writer.flush()
+    assert writer.pending == 0
+    assert _stored_ids(any_store) == [f"req_{n:04d}" for n in range(30)]
+
+
+async def test_flush_with_nothing_queued_is_harmless(any_store: Store) -> None:
+    await UsageWriter(any_store.usage, any_store.keys).flush()
+    assert _stored_ids(any_store) == []
+
+
+async def test_a_record_without_usage_is_stored_with_empty_token_columns(any_store: Store) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys)
+    failed = UsageRecord("req_err", T0, None, None, "messages", False, status_code=502)
+    writer.submit(failed)
+    await writer.flush()
+    row = await any_store.usage.get("req_err")
+    assert row is not None
+    assert row["total_tokens"] is None and row["prompt_tokens"] is None
+    assert row["status_code"] == 502
+
+
+async def test_a_record_submitted_twice_is_stored_once(any_store: Store) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys)
+    writer.submit(_record(1))
+    writer.submit(_record(1))  # same request id within one batch
+    await writer.flush()
+    writer.submit(_record(1))  # and again in a later batch
+    writer.submit(_record(2))
+    await writer.flush()
+    assert writer.pending == 0
+    assert _stored_ids(any_store) == ["req_0001", "req_0002"]
+
+
+async def test_a_refused_batch_stays_queued_and_is_written_once_later(any_store: Store) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys, max_batch=4)
+    writer.submit(_record(0))
+    await writer.flush()
+    for n in range(1, 11):
+        writer.submit(_record(n))
+    _break(any_store)
+    with pytest.raises(DBAPIError):
+        await writer.flush()
+    assert writer.pending == 10
+    with pytest.raises(DBAPIError):
+        await writer.flush()
+    assert writer.pending == 10
+    _repair(any_store)
+    await writer.flush()
+    assert writer.pending == 0
+    assert _stored_ids(any_store) == [f"req_{n:04d}" for n in range(11)]
+    counts = any_store.execute("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM usage_records")
+    assert counts == [(11, 11)]
+
+
+async def test_records_submitted_while_the_database_is_down_are_kept_in_order(
+    any_store: Store,
+) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys)
+    writer.submit(_record(1))
+    _break(any_store)
+    with pytest.raises(DBAPIError):
+        await writer.flush()
+    writer.submit(_record(2))
+    assert writer.pending == 2
+    _repair(any_store)
+    await writer.flush()
+    assert _stored_ids(any_store) == ["req_0001", "req_0002"]
+
+
+async def test_run_keeps_retrying_and_eventually_writes(
+    any_store: Store, running: list[asyncio.Task[None]]
+) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys, interval=0.01)
+    _break(any_store)
+    for n in range(5):
+        writer.submit(_record(n))
+    running.append(asyncio.create_task(writer.run()))
+    await _eventually(lambda: writer.failures >= 2)
+    assert writer.pending == 5
+    _repair(any_store)
+    await _eventually(lambda: writer.pending == 0)
+    assert _stored_ids(any_store) == [f"req_{n:04d}" for n in range(5)]
+
+
+async def test_run_writes_records_submitted_while_it_runs(
+    any_store: Store, running: list[asyncio.Task[None]]
+) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys, interval=0.01, max_batch=3)
+    running.append(asyncio.create_task(writer.run()))
+    for n in range(10):
+        writer.submit(_record(n))
+        await asyncio.sleep(0)
+    await _eventually(lambda: writer.pending == 0)
+    assert len(_stored_ids(any_store)) == 10
+    assert writer.failures == 0
+
+
+async def test_close_drains_the_queue(any_store: Store) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys, max_batch=2)
+    for n in range(5):
+        writer.submit(_record(n))
+    await writer.close()
+    assert writer.pending == 0
+    assert len(_stored_ids(any_store)) == 5
+
+
+async def test_close_waits_for_the_database_within_its_grace(any_store: Store) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys)
+    writer.submit(_record(7))
+    _break(any_store)
+    closing = asyncio.create_task(writer.close(grace=10.0))
+    await asyncio.sleep(0.3)
+    assert not closing.done()
+    _repair(any_store)
+    await asyncio.wait_for(closing, timeout=10.0)
+    assert writer.pending == 0
+    assert _stored_ids(any_store) == ["req_0007"]
+
+
+async def test_close_gives_up_after_its_grace_without_dropping_the_queue(
+    any_store: Store,
+) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys)
+    writer.submit(_record(1))
+    writer.submit(_record(2))
+    _break(any_store)
+    await asyncio.wait_for(writer.close(grace=0.3), timeout=5.0)
+    assert writer.pending == 2
+    _repair(any_store)
+    assert _stored_ids(any_store) == []
+
+
+async def test_last_used_at_of_keys_is_updated(any_store: Store) -> None:
+    await any_store.workspaces.ensure(DEFAULT_WORKSPACE, "Default")
+    used = await issue_key(any_store.keys, "used")
+    idle = await issue_key(any_store.keys, "idle")
+    writer = UsageWriter(any_store.usage, any_store.keys)
+    writer.submit(_record(1, key_id=used.row.id, at=T0))
+    writer.submit(_record(2, key_id=used.row.id, at=T0 + timedelta(minutes=5)))
+    writer.submit(_record(3, key_id=None))
+    await writer.flush()
+    by_id = {row.id: row for row in await any_store.keys.list()}
+    assert by_id[used.row.id].last_used_at == T0 + timedelta(minutes=5)
+    assert by_id[idle.row.id].last_used_at is None
+
+
+async def test_a_failed_last_used_update_does_not_block_the_ledger(any_store: Store) -> None:
+    await any_store.workspaces.ensure(DEFAULT_WORKSPACE, "Default")
+    key = await issue_key(any_store.keys, "k")
+    any_store.execute("ALTER TABLE api_keys RENAME TO api_keys_away")
+    try:
+        writer = UsageWriter(any_store.usage, any_store.keys)
+        writer.submit(_record(1, key_id=key.row.id))
+        await writer.flush()
+        assert writer.pending == 0
+        assert _stored_ids(any_store) == ["req_0001"]
+    finally:
+        any_store.execute("ALTER TABLE api_keys_away RENAME TO api_keys")

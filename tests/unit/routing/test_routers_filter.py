@@ -1,0 +1,231 @@
+"""What a request needs, the filter before any strategy, and the selector end to end in memory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import pytest
+
+from orcarouter.errors import ModelNotFound
+from orcarouter.routing.candidates import filter_candidates
+from orcarouter.routing.needs import BYTES_PER_TOKEN, TOKENS_PER_IMAGE, RequestNeeds, needs_of
+from orcarouter.routing.routers import RouterError, RouterSpec, check_fields, check_name
+from orcarouter.routing.select import NoCandidate, RouteSelector
+from orcarouter.routing.table import RouterTable
+from tests.unit.routing.routers_support import candidates, model, spec, world
+
+NO_TOOLS = frozenset({"streaming", "vision"})
+
+
+def _ids(items: Sequence[object]) -> list[str]:
+    return [c.model_id for c in items]  # type: ignore[attr-defined]
+
+
+def _chat(**extra: object) -> dict[str, object]:
+    return {"model": "orcarouter/auto", "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def test_needs_read_both_dialects() -> None:
+    tools = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    openai = _chat(
+        tools=[tools],
+        max_completion_tokens=500,
+        response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": {}}},
+        reasoning_effort="high",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this"},
+                    {
+                        "type": "image_url",
+                        "image_url": {"url": "data:image/png;base64," + "A" * 40_000},
+                    },
+                ],
+            }
+        ],
+    )
+    needs = needs_of(openai, 41_000)
+    assert (needs.tools, needs.images, needs.structured_output, needs.reasoning) == (True,) * 4
+    assert needs.max_tokens == 500
+    # the inline image's bytes are not read as text; it costs a fixed allowance instead
+    assert needs.prompt_tokens < TOKENS_PER_IMAGE + 1_000 // BYTES_PER_TOKEN + 10
+    anthropic = {
+        "model": "orcarouter/auto",
+        "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "document", "source": {"type": "base64", "data": "JVBER"}}],
+            }
+        ],
+    }
+    needs = needs_of(anthropic, 300)
+    assert (needs.documents, needs.reasoning, needs.tools, needs.max_tokens) == (
+        True,
+        True,
+        False,
+        2048,
+    )
+    plain = needs_of(_chat(reasoning_effort="none"), 1_200)
+    assert (plain.reasoning, plain.tools, plain.images, plain.prompt_tokens) == (
+        False,
+        False,
+        False,
+        300,
+    )
+
+
+def test_a_request_needing_tools_never_reaches_a_model_without_them() -> None:
+    pool = candidates(model("no-tools", "0.01", caps=NO_TOOLS), model("tools", "5"))
+    kept, excluded = filter_candidates(pool, RequestNeeds(100, tools=True), lambda _m: True)
+    assert _ids(kept) == ["p/tools"]
+    assert [(e.model_id, e.need) for e in excluded] == [("p/no-tools", "tools")]
+
+
+def test_a_150k_token_prompt_never_reaches_a_128k_model() -> None:
+    pool = candidates(
+        model("small", "0.01", context=128_000), model("large", "5", context=1_000_000)
+    )
+    kept, excluded = filter_candidates(pool, RequestNeeds(150_000), lambda _m: True)
+    assert _ids(kept) == ["p/large"]
+    assert excluded[0].need == "context" and "128000" in excluded[0].detail
+
+
+def test_output_limit_input_limit_and_the_keys_allow_list() -> None:
+    pool = candidates(
+        model("short", "0.01", max_output=4096),
+        model("forbidden", "0.02"),
+        model("ok", "1"),
+    )
+    needs = RequestNeeds(1000, max_tokens=8000)
+    kept, excluded = filter_candidates(pool, needs, lambda m: m != "p/forbidden")
+    assert _ids(kept) == ["p/ok"]
+    assert {(e.model_id, e.need) for e in excluded} == {
+        ("p/short", "max_tokens"),
+        ("p/forbidden", "key"),
+    }
+    # prompt + max_tokens must fit the window together
+    window = candidates(model("w", "1", context=10_000, max_output=None))
+    assert (
+        filter_candidates(window, RequestNeeds(9_000, max_tokens=2_000), lambda _m: True)[0] == []
+    )
+
+
+def test_image_structured_output_and_reasoning_needs() -> None:
+    text_only = replace(model("text", "0.1", caps=frozenset({"tools"})), input_modalities=("text",))
+    pool = candidates(
+        text_only,
+        model("full", "1", caps=frozenset({"tools", "vision", "structured_output", "reasoning"})),
+    )
+    for needs in (
+        RequestNeeds(10, images=True),
+        RequestNeeds(10, structured_output=True),
+        RequestNeeds(10, reasoning=True),
+    ):
+        kept, _ = filter_candidates(pool, needs, lambda _m: True)
+        assert _ids(kept) == ["p/full"]
+
+
+def test_router_names_follow_the_hosted_rules() -> None:
+    for good in ("auto", "a", "my_router-2", "x" * 50):
+        assert check_name(good) == good
+    for bad in ("", "Upper", "has space", "x" * 51, "orcarouter", "dot.ted", "slash/x"):
+        with pytest.raises(RouterError):
+            check_name(bad)
+    with pytest.raises(RouterError, match="strategy"):
+        check_fields({"strategy": "linucb"})
+    with pytest.raises(RouterError, match="quality_bar"):
+        check_fields({"quality_bar": 101})
+    with pytest.raises(RouterError, match="pattern"):
+        check_fields({"allowed_models": ["openai/*", "bad pattern"]})
+    with pytest.raises(RouterError, match="default_model"):
+        check_fields({"default_model": "openai/*"})
+    with pytest.raises(RouterError, match="weights"):
+        check_fields({"weights": {"a/b": -1}})
+
+
+def test_allowed_model_globs_are_case_insensitive_and_empty_means_all() -> None:
+    router = spec(allowed_models=("OpenAI/*", "anthropic/claude-haiku-*"))
+    assert router.admits("openai/gpt-4o-mini")
+    assert router.admits("anthropic/claude-haiku-4-5")
+    assert not router.admits("anthropic/claude-opus-4-1")
+    assert spec().admits("anything/at-all")
+
+
+class _NoSource:
+    async def all(self) -> list[object]:
+        return []
+
+    async def version(self) -> tuple[int, None]:
+        return (0, None)
+
+
+def _selector(routers: Sequence[RouterSpec], *infos: object) -> RouteSelector:
+    catalog, resolver, pool = world(*infos)  # type: ignore[arg-type]
+    table = RouterTable(_NoSource())  # type: ignore[arg-type]
+    table.replace(routers)
+    return RouteSelector(table, pool, resolver, catalog)
+
+
+def test_selector_orders_candidates_and_explains_the_decision() -> None:
+    infos = (
+        model("cheap-no-tools", "0.01", caps=NO_TOOLS),
+        model("mid", "0.5"),
+        model("dear", "5"),
+        model("embedder", "0.001", kind="embedding"),
+    )
+    selector = _selector([spec(name="auto", workspace_id="ws")], *infos)
+    decision = selector.route(
+        "ws", "orcarouter/auto", _chat(tools=[{"type": "function"}]), 400, lambda _m: True
+    )
+    assert _ids(decision.candidates) == ["p/mid", "p/dear"]  # ordered for a later failover
+    assert decision.chosen.model_id == "p/mid"
+    header = decision.header()
+    assert header.startswith("cheapest; chose p/mid ($") and "excluded tools=1" in header
+    reason = decision.reason_json()
+    assert '"need":"tools"' in reason and '"router":"orcarouter/auto"' in reason
+    assert "embedder" not in reason  # only chat models are candidates
+    plain = selector.route("ws", "orcarouter/auto", _chat(), 400, lambda _m: True)
+    assert plain.chosen.model_id == "p/cheap-no-tools"
+
+
+def test_selector_errors_say_what_was_missing() -> None:
+    selector = _selector(
+        [spec(name="auto"), spec(name="off", enabled=False)],
+        model("small", "0.1", context=128_000, caps=NO_TOOLS),
+    )
+    with pytest.raises(ModelNotFound, match="does not exist"):
+        selector.route("ws", "orcarouter/nope", _chat(), 10, lambda _m: True)
+    with pytest.raises(ModelNotFound, match="disabled"):
+        selector.route("ws", "orcarouter/off", _chat(), 10, lambda _m: True)
+    with pytest.raises(ModelNotFound):  # routers belong to their workspace
+        selector.route("other-ws", "orcarouter/auto", _chat(), 10, lambda _m: True)
+    with pytest.raises(NoCandidate, match=r"tools \(1 model") as caught:
+        selector.route("ws", "orcarouter/auto", _chat(tools=[{}]), 10, lambda _m: True)
+    assert caught.value.status == 400
+    with pytest.raises(NoCandidate, match="context"):
+        selector.route("ws", "orcarouter/auto", _chat(), 150_000 * BYTES_PER_TOKEN, lambda _m: True)
+
+
+def test_default_model_is_the_last_resort_and_is_filtered_too() -> None:
+    infos = (
+        model("a", "1", provider_id="p"),
+        model("b", "2", provider_id="p"),
+        model("fallback", "9", provider_id="q"),
+        model("fallback-no-tools", "9", provider_id="q", caps=NO_TOOLS),
+    )
+    routers = [
+        spec(name="r", allowed_models=("p/*",), default_model="q/fallback"),
+        spec(name="s", allowed_models=("nothing/*",), default_model="q/fallback-no-tools"),
+    ]
+    selector = _selector(routers, *infos)
+    decision = selector.route("ws", "orcarouter/r", _chat(), 10, lambda _m: True)
+    assert _ids(decision.candidates) == ["p/a", "p/b", "q/fallback"]
+    assert decision.ranked[-1].score == "default model"
+    only_default = selector.route("ws", "orcarouter/s", _chat(), 10, lambda _m: True)
+    assert only_default.chosen.model_id == "q/fallback-no-tools"
+    with pytest.raises(NoCandidate):  # the default cannot call tools either
+        selector.route("ws", "orcarouter/s", _chat(tools=[{}]), 10, lambda _m: True)

@@ -1,0 +1,143 @@
+"""Each strategy orders the candidates it is given, deterministically, with a score for each."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from decimal import Decimal
+
+from orcarouter.routing.needs import RequestNeeds
+from orcarouter.routing.strategies import (
+    Ranked,
+    StrategyInput,
+    balanced,
+    cheapest,
+    expected_cost,
+    fastest,
+    priority,
+    quality,
+    quality_score,
+    weighted,
+)
+from tests.unit.routing.routers_support import (
+    TODAY,
+    FakeLatency,
+    Figures,
+    candidates,
+    model,
+    spec,
+)
+
+
+def _order(ranked: list[Ranked]) -> list[str]:
+    return [r.candidate.model_id for r in ranked]
+
+
+def _ctx(
+    strategy: str = "cheapest", needs: RequestNeeds | None = None, **kw: object
+) -> StrategyInput:
+    latency = kw.pop("latency", None)
+    rng = kw.pop("rng", None)
+    return StrategyInput(
+        needs or RequestNeeds(prompt_tokens=1000, max_tokens=100),
+        spec(strategy, **kw),
+        TODAY,
+        latency,  # type: ignore[arg-type]
+        rng,  # type: ignore[arg-type]
+    )
+
+
+def test_cheapest_prices_the_expected_token_mix() -> None:
+    # cheap input, dear output vs the reverse: which is cheaper depends on the request
+    reader = model("reader", "0.10", "10")
+    writer = model("writer", "5", "0.20")
+    pool = candidates(reader, writer)
+    long_prompt = RequestNeeds(prompt_tokens=100_000, max_tokens=100)
+    long_answer = RequestNeeds(prompt_tokens=100, max_tokens=50_000)
+    assert _order(cheapest(pool, _ctx(needs=long_prompt))) == ["p/reader", "p/writer"]
+    assert _order(cheapest(pool, _ctx(needs=long_answer))) == ["p/writer", "p/reader"]
+    assert expected_cost(reader, long_prompt, TODAY) == Decimal("0.011")
+
+
+def test_cheapest_puts_unpriced_models_last_and_breaks_ties_by_id() -> None:
+    pool = candidates(model("z", "1"), model("unpriced", None), model("a", "1"))
+    ranked = cheapest(pool, _ctx())
+    assert _order(ranked) == ["p/a", "p/z", "p/unpriced"]
+    assert ranked[0].score.startswith("$") and ranked[-1].score == "unpriced"
+
+
+def test_cheapest_with_no_max_tokens_expects_a_default_output() -> None:
+    needs = RequestNeeds(prompt_tokens=10)
+    assert needs.expected_output_tokens == 1000
+
+
+def test_quality_heuristic_prefers_newer_dearer_reasoning_models() -> None:
+    old_cheap = model("old", "0.1", "0.4", released="2023-03-01", caps=frozenset({"streaming"}))
+    new_dear = model(
+        "new", "5", "30", released="2026-04-01", caps=frozenset({"reasoning", "tools", "vision"})
+    )
+    assert quality_score(new_dear, TODAY) > 80 > 20 > quality_score(old_cheap, TODAY)
+    assert _order(quality(candidates(old_cheap, new_dear), _ctx("quality"))) == ["p/new", "p/old"]
+
+
+def test_quality_scores_on_the_router_override_the_heuristic() -> None:
+    pool = candidates(model("a", "10"), model("b", "0.1"))
+    ranked = quality(pool, _ctx("quality", quality_scores={"p/b": 99, "p/a*": 1}))
+    assert _order(ranked) == ["p/b", "p/a"]
+    assert ranked[0].score == "quality 99"
+
+
+def test_balanced_picks_the_cheapest_above_the_bar_else_the_best() -> None:
+    pool = candidates(model("weak", "0.1"), model("good", "1"), model("great", "5"))
+    scores = {"p/weak": 40, "p/good": 70, "p/great": 90}
+    ranked = balanced(pool, _ctx("balanced", quality_scores=scores, quality_bar=60))
+    assert _order(ranked) == ["p/good", "p/great", "p/weak"]
+    assert ranked[0].score.startswith("quality 70 >= bar 60")
+    nothing_meets = balanced(pool, _ctx("balanced", quality_scores=scores, quality_bar=95))
+    assert _order(nothing_meets) == ["p/great", "p/good", "p/weak"]
+
+
+def test_fastest_uses_observed_ttft_and_throughput_and_puts_unknown_last() -> None:
+    pool = candidates(
+        model("snappy", "1"), model("steady", "1"), model("new-a", "2"), model("new-b", "1")
+    )
+    latency = FakeLatency(
+        {
+            "p/snappy": Figures(100, 10.0),  # 100 ms + 100 tokens at 10/s = 10.1 s
+            "p/steady": Figures(800, 200.0),  # 800 ms + 0.5 s = 1.3 s
+        }
+    )
+    ranked = fastest(pool, _ctx("fastest", latency=latency))
+    assert _order(ranked) == ["p/steady", "p/snappy", "p/new-b", "p/new-a"]
+    assert ranked[-1].score == "not observed yet"
+
+
+def test_priority_follows_the_list_then_the_rest_by_price() -> None:
+    pool = candidates(model("a", "1"), model("b", "2"), model("c", "3"), model("d", "0.5"))
+    ranked = priority(pool, _ctx("priority", priority=("p/c", "p/b*")))
+    assert _order(ranked) == ["p/c", "p/b", "p/d", "p/a"]
+    assert [r.score for r in ranked[:3]] == ["priority 1", "priority 2", "unlisted"]
+
+
+def test_weighted_splits_load_by_weight_under_a_seeded_rng() -> None:
+    pool = candidates(model("a", "1"), model("b", "1"), model("never", "0.1"))
+    weights = {"p/a": 3, "p/b": 1, "p/never": 0}
+    rng = random.Random(1234)
+    firsts = Counter(
+        _order(weighted(pool, _ctx("weighted", weights=weights, rng=rng)))[0] for _ in range(4000)
+    )
+    assert set(firsts) == {"p/a", "p/b"}
+    assert 0.70 < firsts["p/a"] / 4000 < 0.80
+    again = [
+        _order(weighted(pool, _ctx("weighted", weights=weights, rng=random.Random(7))))
+        for _ in range(3)
+    ]
+    assert again[0] == again[1] == again[2]
+    assert again[0][-1] == "p/never"  # a zero weight is never drawn, only a last resort
+
+
+def test_weighted_with_no_weights_splits_evenly() -> None:
+    pool = candidates(model("a", "1"), model("b", "1"))
+    rng = random.Random(3)
+    firsts = Counter(_order(weighted(pool, _ctx("weighted", rng=rng)))[0] for _ in range(2000))
+    assert 0.4 < firsts["p/a"] / 2000 < 0.6
