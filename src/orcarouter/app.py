@@ -23,8 +23,10 @@ from orcarouter.catalog import Catalog
 from orcarouter.errors import GatewayError, MethodNotAllowed, RouteNotFound
 from orcarouter.metering.stats import ModelStats
 from orcarouter.metering.writer import UsageWriter
+from orcarouter.providers.probe import HealthProber
 from orcarouter.providers.profiles import ProfileBook
 from orcarouter.providers.registry import protocols
+from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.resolve import ModelResolver
 from orcarouter.routing.select import RouteSelector, chat_candidates
 from orcarouter.routing.table import RouterTable
@@ -34,6 +36,7 @@ from orcarouter.store.repositories import KeyRepository, UsageRepository
 from orcarouter.store.routers import RouterRepository
 from orcarouter.translate.codecs import codecs
 from orcarouter.transport.client import UpstreamClient
+from orcarouter.transport.egress import EgressFetcher, EgressPolicy
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,7 @@ class Runtime:
 
     client: UpstreamClient
     writer: UsageWriter
+    egress: EgressFetcher
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -85,18 +89,37 @@ class Gateway:
         self.usage = UsageRepository(self.engine)
         self.key_cache = KeyCache(self.keys)
         self.routers = RouterTable(RouterRepository(self.engine))
-        self.management = build_management_app(
-            self.engine, self.key_cache, settings, routers=self.routers
-        )
         served = served_models(settings, self.catalog)
+        universe = chat_candidates(settings.providers, served, self.catalog)
+        self.health_book = HealthBook(settings.health, targets=len(universe))
+        self.retry_budget = RetryBudget(settings.health.retry_ratio, settings.health.retry_floor)
+        self.management = build_management_app(
+            self.engine,
+            self.key_cache,
+            settings,
+            routers=self.routers,
+            health=self.health_book,
+            retry_budget=self.retry_budget,
+        )
         self.resolver = ModelResolver(settings.providers, served, self.catalog.aliases)
         self.health = HealthEndpoints(self._database_ready)
         self.stats = ModelStats()
-        universe = chat_candidates(settings.providers, served, self.catalog)
         self.routes = RouteSelector(
-            self.routers, universe, self.resolver, self.catalog, latency=self.stats
+            self.routers,
+            universe,
+            self.resolver,
+            self.catalog,
+            latency=self.stats,
+            live=self.health_book.is_live,
         )
-        self.catalog_api = CatalogRoutes(self.catalog, served, self.stats)
+        self.catalog_api = CatalogRoutes(
+            self.catalog,
+            served,
+            self.stats,
+            keys=self.key_cache,
+            routers=self.routers,
+            health=self.health_book,
+        )
         self.runtime: Runtime | None = None
         self._routes: dict[tuple[str, str], ASGIApp] = {
             ("GET", "/healthz"): self.health.healthz,
@@ -126,8 +149,18 @@ class Gateway:
     async def startup(self) -> None:
         """Connect, load keys, start the background writer and the key refresher."""
         client = UpstreamClient()
+        egress_config = self.settings.egress
+        egress = EgressFetcher(
+            EgressPolicy(
+                allow_private=egress_config.allow_private,
+                internal_hosts=frozenset(egress_config.internal_hosts),
+                max_bytes=egress_config.max_image_bytes,
+                timeout=egress_config.timeout,
+                max_redirects=egress_config.max_redirects,
+            )
+        )
         writer = UsageWriter(self.usage, self.keys, observers=(self.stats.observe,))
-        self.runtime = Runtime(client, writer)
+        self.runtime = Runtime(client, writer, egress)
         await self.key_cache.refresh()
         await self.routers.refresh()
         context = GatewayContext(
@@ -139,6 +172,10 @@ class Gateway:
             profiles=ProfileBook(self.catalog),
             client=client,
             writer=writer,
+            health=self.health_book,
+            budget=self.retry_budget,
+            egress=egress,
+            max_images=egress_config.max_images_per_request,
             max_body_bytes=self.settings.max_body_bytes,
             access_log=self.settings.access_log,
         )
@@ -150,6 +187,17 @@ class Gateway:
             asyncio.create_task(self.key_cache.run(), name="key-cache"),
             asyncio.create_task(self.routers.run(), name="router-table"),
         ]
+        interval = self.settings.health.probe_interval
+        if interval is not None:
+            prober = HealthProber(
+                self.health_book,
+                self.resolver.resolve,
+                context.protocols,
+                context.codecs,
+                client,
+                interval,
+            )
+            self.runtime.tasks.append(asyncio.create_task(prober.run(), name="health-probes"))
 
     async def shutdown(self) -> None:
         """Stop background work, drain the usage queue, close connections."""
@@ -162,6 +210,7 @@ class Gateway:
                     await task
             await runtime.writer.close()
             await runtime.client.close()
+            await runtime.egress.close()
         await self.engine.dispose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -216,3 +216,10 @@ class UpstreamProtocolError(GatewayError):
 
     status = 502
     code = "upstream_protocol_error"
+
+
+class FallbackExhausted(GatewayError):
+    """Every candidate of a fallback chain or router failed before answering."""
+
+    status = 502
+    code = "fallback_exhausted"

@@ -36,6 +36,35 @@ class TimeoutsConfig(BaseModel):
     total: float = Field(default=900.0, gt=0)
 
 
+class HealthConfig(BaseModel):
+    """The ``health:`` section of the configuration (seconds and counts)."""
+
+    model_config = ConfigDict(extra="forbid")
+    consecutive_failures: int = Field(default=3, ge=1)
+    base_ejection: float = Field(default=10.0, gt=0)
+    max_ejection: float = Field(default=300.0, gt=0)
+    max_ejected_share: float = Field(default=0.5, ge=0, le=1)
+    default_cooldown: float = Field(default=5.0, gt=0)
+    max_cooldown: float = Field(default=300.0, gt=0)
+    # Active probes of ejected targets: off unless an interval is set.
+    probe_interval: float | None = Field(default=None, gt=0)
+    # Retries (second and later attempts) in progress, as a share of requests in flight.
+    retry_ratio: float = Field(default=0.2, ge=0, le=1)
+    retry_floor: int = Field(default=3, ge=0)
+
+
+class EgressConfig(BaseModel):
+    """The ``egress:`` section: how the gateway fetches URLs that clients send (images)."""
+
+    model_config = ConfigDict(extra="forbid")
+    allow_private: bool = False  # let client URLs reach private addresses (never metadata)
+    internal_hosts: list[str] = Field(default_factory=list)  # names allowed to be private
+    max_image_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    timeout: float = Field(default=10.0, gt=0)
+    max_redirects: int = Field(default=3, ge=0, le=10)
+    max_images_per_request: int = Field(default=20, ge=0)
+
+
 class ProviderConfig(BaseModel):
     """One upstream provider as the operator declares it in YAML."""
 
@@ -78,6 +107,8 @@ class FileConfig(BaseModel):
     access_log: bool | None = None
     providers: list[ProviderConfig] | None = None
     models: list[dict[str, Any]] = Field(default_factory=list)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    egress: EgressConfig = Field(default_factory=EgressConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +140,8 @@ class Settings:
     # Anyone may register (and get a workspace) through the management API; otherwise only
     # the first user may.
     open_registration: bool = False
+    health: HealthConfig = field(default_factory=HealthConfig)
+    egress: EgressConfig = field(default_factory=EgressConfig)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value the gateway holds, for log redaction."""
@@ -158,6 +191,8 @@ def load_settings(config_path: str | None, environ: Mapping[str, str] | None = N
         providers=providers,
         model_overrides=tuple(file_config.models),
         open_registration=_bool_env(env, "ORCAROUTER_OPEN_REGISTRATION", False),
+        health=file_config.health,
+        egress=file_config.egress,
     )
 
 

@@ -134,7 +134,11 @@ def test_listing_has_openrouter_fields_and_decimal_prices(
     catalog_gateway: GatewayProcess,
 ) -> None:
     models = {model["id"]: model for model in _get(catalog_gateway, "/v1/models").json()["data"]}
-    assert {model_id.split("/")[0] for model_id in models} == {"openai", "anthropic", "local"}
+    prefixes = {model_id.split("/")[0] for model_id in models}
+    assert prefixes == {"openai", "anthropic", "local", "orcarouter"}
+    auto = models["orcarouter/auto"]  # every workspace has it, so it is listed without a key
+    assert (auto["kind"], auto["owned_by"]) == ("router", "orcarouter")
+    assert "pricing" not in auto and auto["supported_endpoint_types"] == ["openai", "anthropic"]
     mini = models["openai/gpt-4o-mini"]
     assert mini["pricing"]["prompt"] == "0.00000015"
     assert mini["pricing"]["completion"] == "0.0000006"
@@ -173,6 +177,29 @@ def test_filters(catalog_gateway: GatewayProcess) -> None:
     reasoning = _ids(_get(catalog_gateway, "/v1/models?provider=anthropic&capability=reasoning"))
     assert reasoning and set(reasoning) < set(anthropic_only)
     assert _ids(_get(catalog_gateway, "/v1/models?provider=nobody")) == []
+    assert _ids(_get(catalog_gateway, "/v1/models?provider=orcarouter")) == ["orcarouter/auto"]
+    assert "orcarouter/auto" not in chat  # a router has no capabilities of its own
+
+
+def test_a_key_lists_its_workspace_routers(gateway: GatewayProcess) -> None:
+    created = gateway.cli("routers", "create", "listed-router", "--strategy", "cheapest")
+    assert created.returncode == 0, created.stderr
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            with openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=ADMIN_KEY) as client:
+                ids = [model.id for model in client.models.list()]
+            if "orcarouter/listed-router" in ids or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert {"orcarouter/auto", "orcarouter/listed-router"} <= set(ids)
+        with anthropic.Anthropic(base_url=gateway.base_url, api_key=ADMIN_KEY) as client:
+            listed = [model.id for model in client.models.list(limit=1000)]
+        assert "orcarouter/listed-router" in listed
+        anonymous = _ids(_get(gateway, "/v1/models"))
+        assert "orcarouter/auto" in anonymous and "orcarouter/listed-router" not in anonymous
+    finally:
+        gateway.cli("routers", "delete", "listed-router")
 
 
 def test_bad_filters_are_400(catalog_gateway: GatewayProcess) -> None:

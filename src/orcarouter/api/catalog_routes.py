@@ -24,12 +24,17 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from orcarouter.accounts.keys import KeyCache
 from orcarouter.api.asgi import Receive, Scope, Send, header_map, respond, respond_error
+from orcarouter.api.auth import bearer_token
 from orcarouter.api.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
 from orcarouter.catalog import Catalog, ModelInfo, Price
 from orcarouter.catalog.providers import WELL_KNOWN_PROVIDERS
 from orcarouter.errors import GatewayError, InvalidRequest, ModelNotFound
 from orcarouter.metering.stats import UPTIME_HOURS, ModelStats
+from orcarouter.routing.health import HealthBook
+from orcarouter.routing.routers import RouterSpec
+from orcarouter.routing.table import RouterTable
 
 Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 
@@ -200,8 +205,8 @@ def _entry(info: ModelInfo, day: date) -> ListedModel:
 
 
 class Listing:
-    """The served models at the prices of one day: in order, by id, by bare id, and the
-    unfiltered body; ``next_change`` is the first later day a price takes effect."""
+    """The served models at the prices of one day: in order, by id and by bare id;
+    ``next_change`` is the first later day a price takes effect."""
 
     def __init__(self, models: Sequence[ModelInfo], day: date) -> None:
         self.day = day
@@ -214,11 +219,49 @@ class Listing:
         self.bare: dict[str, ListedModel] = {}
         for entry in self.entries:  # the first provider in configuration order wins, as routing
             self.bare.setdefault(entry.info.model_id, entry)
-        self.openai_body = _openai_list(self.entries)
 
 
-def _openai_list(entries: Iterable[ListedModel]) -> bytes:
-    return b'{"object":"list","data":[' + b",".join(e.openai for e in entries) + b"]}"
+def _openai_list(entries: Iterable[ListedModel], extra: Sequence[bytes] = ()) -> bytes:
+    items = [e.openai for e in entries]
+    items.extend(extra)
+    return b'{"object":"list","data":[' + b",".join(items) + b"]}"
+
+
+# Every workspace has orcarouter/auto; a caller who shows a key also sees its other routers.
+_AUTO = RouterSpec(workspace_id="", name="auto", strategy="cheapest")
+
+
+def _router_model(router: RouterSpec) -> bytes:
+    """A router as a listed model: no limits or prices of its own (they are its pick's)."""
+    return orjson.dumps(
+        {
+            "id": router.model_id,
+            "object": "model",
+            "created": 0,
+            "owned_by": "orcarouter",
+            "name": router.model_id,
+            "description": f"Router: picks a model per request ({router.strategy})",
+            "kind": "router",
+            "context_length": None,
+            "architecture": {
+                "modality": "text->text",
+                "input_modalities": ["text"],
+                "output_modalities": ["text"],
+            },
+            "supported_endpoint_types": [e["type"] for e in _CHAT_ENDPOINTS],
+        }
+    )
+
+
+def _anthropic_router(router: RouterSpec) -> bytes:
+    return orjson.dumps(
+        {
+            "type": "model",
+            "id": router.model_id,
+            "display_name": router.model_id,
+            "created_at": "1970-01-01T00:00:00Z",
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +273,13 @@ class _Filters:
     @property
     def none(self) -> bool:
         return self.providers is None and not self.capabilities and not self.min_context
+
+    @property
+    def routers(self) -> bool:
+        """Whether routers pass: they have no capabilities or context of their own."""
+        if self.capabilities or self.min_context:
+            return False
+        return self.providers is None or "orcarouter" in self.providers
 
     def accept(self, entry: ListedModel) -> bool:
         info = entry.info
@@ -279,8 +329,14 @@ def _position(entries: list[ListedModel], model_id: str, param: str) -> int:
     raise InvalidRequest(f"'{param}' is not a listed model id", param=param)
 
 
-def _anthropic_page(listing: Listing, filters: _Filters, query: Mapping[str, str]) -> bytes:
-    """One page: ``limit`` models after ``after_id`` or before ``before_id``."""
+def _anthropic_page(
+    listing: Listing,
+    filters: _Filters,
+    query: Mapping[str, str],
+    routers: Sequence[RouterSpec],
+) -> bytes:
+    """One page: ``limit`` models after ``after_id`` or before ``before_id``; the routers
+    follow the models on the last page."""
     limit = _whole_number(query, "limit", ANTHROPIC_PAGE_DEFAULT, 1, ANTHROPIC_PAGE_MAX)
     entries = [entry for entry in listing.entries if filters.accept(entry)]
     after, before = query.get("after_id"), query.get("before_id")
@@ -299,8 +355,10 @@ def _anthropic_page(listing: Listing, filters: _Filters, query: Mapping[str, str
         "first_id": page[0].info.full_id if page else None,
         "last_id": page[-1].info.full_id if page else None,
     }
-    data = b",".join(entry.anthropic for entry in page)
-    return b'{"data":[' + data + b"]," + orjson.dumps(tail)[1:]
+    items = [entry.anthropic for entry in page]
+    if not has_more and before is None:
+        items.extend(_anthropic_router(r) for r in routers)
+    return b'{"data":[' + b",".join(items) + b"]," + orjson.dumps(tail)[1:]
 
 
 class CatalogRoutes:
@@ -312,9 +370,16 @@ class CatalogRoutes:
         served: Mapping[str, Iterable[str]],
         stats: ModelStats,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        *,
+        keys: KeyCache | None = None,
+        routers: RouterTable | None = None,
+        health: HealthBook | None = None,
     ) -> None:
         """``served``: each enabled provider's id, in configuration order, to its model ids."""
         self._catalog = catalog
+        self._keys = keys
+        self._routers = routers
+        self._health = health
         self._models = tuple(
             info
             for provider_id, model_ids in served.items()
@@ -374,21 +439,32 @@ class CatalogRoutes:
 
     async def list_models(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``GET /v1/models``, in the OpenAI or (with ``anthropic-version``) Anthropic shape."""
-        anthropic = "anthropic-version" in header_map(scope)
+        headers = header_map(scope)
+        anthropic = "anthropic-version" in headers
         try:
             query = _query(scope)
             filters = _filters(query)
             listing = self.listing()
+            routers = self._visible_routers(headers) if filters.routers else []
             if anthropic:
-                body = _anthropic_page(listing, filters, query)
-            elif filters.none:
-                body = listing.openai_body
+                body = _anthropic_page(listing, filters, query, routers)
             else:
-                body = _openai_list(e for e in listing.entries if filters.accept(e))
+                entries = listing.entries
+                if not filters.none:
+                    entries = tuple(e for e in entries if filters.accept(e))
+                body = _openai_list(entries, [_router_model(r) for r in routers])
         except GatewayError as error:
             await respond_error(send, error, anthropic, _JSON)
             return
         await respond(send, 200, body, _JSON)
+
+    def _visible_routers(self, headers: Mapping[str, str]) -> list[RouterSpec]:
+        """``orcarouter/auto``, or with a valid key the enabled routers of its workspace."""
+        token = bearer_token(headers)
+        principal = self._keys.lookup(token) if token and self._keys is not None else None
+        if principal is None or self._routers is None:
+            return [_AUTO]
+        return [r for r in self._routers.of_workspace(principal.workspace_id) if r.enabled]
 
     async def get_model(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``GET /v1/models/{id}``: one listed model, or 404 in the client's envelope."""
@@ -414,6 +490,8 @@ class CatalogRoutes:
             await respond(send, 404, orjson.dumps(body), _JSON)
             return
         card = {**entry.card, **self._live(entry.info.full_id)}
+        if self._health is not None:
+            card["health"] = self._health.state(entry.info.full_id)
         await respond(send, 200, orjson.dumps({"success": True, "data": card}), _JSON)
 
     def _live(self, model_id: str) -> dict[str, Any]:

@@ -16,13 +16,20 @@ from orcarouter.accounts.access import check_access, model_access_error
 from orcarouter.api.asgi import Receive, Scope, Send, header_map, read_body, respond
 from orcarouter.api.auth import authenticate, client_ip
 from orcarouter.api.dialects import ANTHROPIC_MESSAGES
-from orcarouter.api.inference import GatewayContext, check_payload, decode_payload, new_request_id
+from orcarouter.api.inference import (
+    GatewayContext,
+    check_payload,
+    decide_route,
+    decode_payload,
+    new_request_id,
+)
 from orcarouter.api.relay import Exchange, relay_body, relay_error
 from orcarouter.errors import GatewayError, InvalidRequest, ProtocolMismatch
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.providers.exchange import Passthrough
 from orcarouter.providers.token_estimate import encoding_for, estimate_openai_prompt
 from orcarouter.routing.resolve import Target
+from orcarouter.routing.select import RouteSelector
 from orcarouter.store.repositories import utcnow
 from orcarouter.translate.codecs import TargetOptions
 from orcarouter.translate.common import TranslationError
@@ -48,12 +55,18 @@ class CountTokensEndpoint:
             if denied is not None:
                 raise denied
             body = await read_body(receive, headers, self._ctx.max_body_bytes)
-            payload, _ = decode_payload(body)
+            payload = decode_payload(body).payload
             model, _ = check_payload(payload)
-            target = self._ctx.resolver.resolve(model)
-            denied = model_access_error(principal, model, target.model_id)
-            if denied is not None:
-                raise denied
+            if RouteSelector.is_router(model):
+                # Count for the model the router would pick for this very request.
+                decision = decide_route(self._ctx.routes, principal, model, payload, len(body))
+                target = decision.chosen.target
+                exchange.headers.append((b"x-orca-router", decision.router.encode()))
+            else:
+                target = self._ctx.resolver.resolve(model)
+                denied = model_access_error(principal, model, target.model_id)
+                if denied is not None:
+                    raise denied
             exchange.headers.append((b"x-orca-resolved-model", target.model_id.encode()))
             if target.provider.protocol == "anthropic":
                 await self._forward(target, payload, headers, exchange, send)

@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -31,34 +31,75 @@ from orcarouter.api.asgi import (
 )
 from orcarouter.api.auth import authenticate, client_ip
 from orcarouter.api.dialects import Dialect
-from orcarouter.api.relay import Exchange, relay_body, relay_error, relay_stream
+from orcarouter.api.relay import (
+    AttemptFailed,
+    Exchange,
+    failed_attempt,
+    is_retryable_status,
+    read_failure,
+    relay_body,
+    relay_error,
+    relay_stream,
+)
+from orcarouter.canonical import Request
 from orcarouter.errors import (
+    FallbackExhausted,
     GatewayError,
     InvalidJSON,
     InvalidRequest,
     ProtocolMismatch,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnreachable,
 )
+from orcarouter.metering.stats import classify
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.metering.writer import UsageWriter
 from orcarouter.providers.base import ProviderProtocol
-from orcarouter.providers.exchange import ExchangePlan, Passthrough, Translated
+from orcarouter.providers.exchange import ExchangePlan, Passthrough, Translated, untranslatable
 from orcarouter.providers.profiles import ProfileBook
+from orcarouter.routing.decision import RouteDecision
+from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.resolve import ModelResolver, Target
 from orcarouter.routing.select import RouteSelector
 from orcarouter.store.repositories import utcnow
 from orcarouter.translate.codecs import WireCodec
+from orcarouter.translate.common import TranslationError
+from orcarouter.translate.remote_images import (
+    RemoteImageLimitExceeded,
+    inline_remote_images,
+    needs_inlining,
+)
 from orcarouter.transport.client import UpstreamClient, UpstreamRequest
+from orcarouter.transport.egress import EgressFetcher
 
 access_log = logging.getLogger("orcarouter.access")
 
 # The fallback chain is the gateway's when ``route`` is exactly "fallback"; otherwise ``models``
 # and ``route`` belong to the upstream (OpenRouter has its own): orcarouter.md §0.3.
-FALLBACK_FIELDS = ("models", "route")
 
 
 def new_request_id() -> str:
     """A unique request id; it is also the usage record's idempotency key."""
     return "req_" + secrets.token_hex(12)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The targets one request may be served by, in order, and how they were chosen."""
+
+    targets: tuple[Target, ...]
+    decision: RouteDecision | None = None
+    skipped: tuple[str, ...] = ()  # fallback entries the key may not use or nobody serves
+
+    def reason(self, failures: Sequence[tuple[str, str]]) -> str | None:
+        """The route reason for the usage record: the decision, then any failed attempts."""
+        body: dict[str, object] = self.decision.reason() if self.decision is not None else {}
+        if failures:
+            body["attempts"] = [{"model": m, "error": e} for m, e in failures]
+        if self.skipped:
+            body["skipped_fallbacks"] = list(self.skipped)
+        return orjson.dumps(body).decode() if body else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +114,35 @@ class GatewayContext:
     profiles: ProfileBook
     client: UpstreamClient
     writer: UsageWriter
+    health: HealthBook
+    budget: RetryBudget
+    egress: EgressFetcher | None
+    max_images: int
     max_body_bytes: int
     access_log: bool
 
 
-def decode_payload(body: bytes) -> tuple[dict[str, Any], bool]:
+MAX_FALLBACK_MODELS = 5
+MAX_ATTEMPTS = 1 + MAX_FALLBACK_MODELS  # a router's ranking is walked no further than a chain
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """The decoded payload without the gateway's own fields, and what those fields asked."""
+
+    payload: dict[str, Any]
+    drop_params: bool = False
+    fallbacks: tuple[str, ...] = ()
+    # The parsed request with remote images inline, once a target needed it.
+    inlined: list[Request] = field(default_factory=list, compare=False)
+
+
+def decode_payload(body: bytes) -> ClientRequest:
     """Decode the body once; invalid JSON, invalid UTF-8 and lone surrogates are refused.
 
-    Returns the payload without the gateway's own fields, and the ``drop_params`` flag.
+    The gateway's own fields leave the payload here: ``drop_params``, and the fallback chain
+    (``models`` with ``route: "fallback"``), nested in a literal ``extra_body`` or top-level as
+    the OpenAI SDK sends ``extra_body``.
     """
     try:
         payload = orjson.loads(body)
@@ -92,11 +154,26 @@ def decode_payload(body: bytes) -> tuple[dict[str, Any], bool]:
     if isinstance(extra, dict):  # a literal extra_body, as some clients send it
         for key, value in extra.items():
             payload.setdefault(key, value)
+    fallbacks: tuple[str, ...] = ()
     if payload.get("route") == "fallback":
-        for name in FALLBACK_FIELDS:
-            payload.pop(name, None)
+        models = payload.pop("models", None)
+        payload.pop("route", None)
+        fallbacks = _fallback_models(models)
     drop_params = payload.pop("drop_params", None) is True
-    return payload, drop_params
+    return ClientRequest(payload, drop_params, fallbacks)
+
+
+def _fallback_models(models: Any) -> tuple[str, ...]:
+    if models is None:
+        return ()
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise InvalidRequest("'models' must be an array of model ids", param="models")
+    if len(models) > MAX_FALLBACK_MODELS:
+        raise InvalidRequest(
+            f"'models' lists {len(models)} models; at most {MAX_FALLBACK_MODELS} are allowed",
+            param="models",
+        )
+    return tuple(models)
 
 
 def check_payload(payload: Mapping[str, Any]) -> tuple[str, bool]:
@@ -110,6 +187,25 @@ def check_payload(payload: Mapping[str, Any]) -> tuple[str, bool]:
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
     return model, stream
+
+
+def decide_route(
+    routes: RouteSelector,
+    principal: Principal,
+    model: str,
+    payload: Mapping[str, Any],
+    body_bytes: int,
+) -> RouteDecision:
+    """A router's decision for this request, within what the key may use."""
+    # A key that lists the router itself may use whatever the router picks.
+    whole_router = model_allowed(principal, model)
+    return routes.route(
+        principal.workspace_id,
+        model,
+        payload,
+        body_bytes,
+        lambda m: whole_router or model_allowed(principal, m),
+    )
 
 
 class InferenceEndpoint:
@@ -161,19 +257,15 @@ class InferenceEndpoint:
         task = asyncio.current_task()
         assert task is not None
         watcher: asyncio.Future[None] | None = None
+        budget = self._ctx.budget
+        budget.enter()
         try:
             body = await read_body(receive, headers, self._ctx.max_body_bytes)
-            payload, drop_params = decode_payload(body)
-            record.model_requested, record.stream = check_payload(payload)
-            target = self._resolve(principal, record, payload, len(body), exchange)
-            record.model_served, record.provider_id = target.model_id, target.provider.id
-            exchange.headers.append((b"x-orca-resolved-model", target.model_id.encode()))
-            protocol = self._protocol_for(target)
-            plan = self._plan(target, protocol, payload, record.stream, drop_params)
-            if plan.dropped:
-                exchange.headers.append((b"x-orca-dropped-params", ",".join(plan.dropped).encode()))
+            request = decode_payload(body)
+            record.model_requested, record.stream = check_payload(request.payload)
+            route = self._route(principal, record, request, len(body), exchange)
             watcher = asyncio.ensure_future(_watch_disconnect(receive, task, exchange))
-            await self._forward(target, protocol, plan, headers, exchange, record, send)
+            await self._serve_route(route, request, headers, exchange, record, send)
         except GatewayError as error:
             record.status_code, record.outcome = error.status, "error"
             record.error_type = record.error_type or error.code
@@ -186,38 +278,156 @@ class InferenceEndpoint:
             task.uncancel()
             record.status_code, record.outcome = 499, "client_cancelled"
         finally:
+            budget.leave(exchange.retry_ticket)
             if watcher is not None:
                 watcher.cancel()
+            if record.model_served is not None:
+                self._ctx.health.observe(
+                    record.model_served, classify(record), exchange.retry_after
+                )
 
-    def _resolve(
+    def _route(
         self,
         principal: Principal,
         record: UsageRecord,
-        payload: Mapping[str, Any],
+        request: ClientRequest,
         body_bytes: int,
         exchange: Exchange,
-    ) -> Target:
-        """The target to try: a router's first candidate, or the model asked for."""
+    ) -> Route:
+        """The targets to try in order: the model or router asked for, then the fallback chain.
+
+        Targets that are ejected or cooling down are left out unless that would leave none;
+        entries of the chain that the key may not use or the gateway does not know are skipped.
+        """
         model = record.model_requested or ""
+        decision: RouteDecision | None = None
         if RouteSelector.is_router(model):
-            # A key that lists the router itself may use whatever the router picks.
-            whole_router = model_allowed(principal, model)
-            decision = self._ctx.routes.route(
-                principal.workspace_id,
-                model,
-                payload,
-                body_bytes,
-                lambda m: whole_router or model_allowed(principal, m),
-            )
-            record.route_reason = decision.reason_json()
+            decision = decide_route(self._ctx.routes, principal, model, request.payload, body_bytes)
             exchange.headers.append((b"x-orca-router", decision.router.encode()))
             exchange.headers.append((b"x-orca-route-reason", decision.header().encode()))
-            return decision.chosen.target
-        target = self._ctx.resolver.resolve(model)
-        denied = model_access_error(principal, model, target.model_id)
-        if denied is not None:
-            raise denied
-        return target
+            targets = [c.target for c in decision.candidates]
+        else:
+            target = self._ctx.resolver.resolve(model)
+            denied = model_access_error(principal, model, target.model_id)
+            if denied is not None:
+                raise denied
+            targets = [target]
+        skipped: list[str] = []
+        for entry in request.fallbacks:
+            try:
+                if RouteSelector.is_router(entry):
+                    found = decide_route(
+                        self._ctx.routes, principal, entry, request.payload, body_bytes
+                    )
+                    targets.extend(c.target for c in found.candidates)
+                    continue
+                target = self._ctx.resolver.resolve(entry)
+            except GatewayError:
+                skipped.append(entry)
+                continue
+            if model_access_error(principal, entry, target.model_id) is not None:
+                skipped.append(entry)
+            else:
+                targets.append(target)
+        unique = list({t.model_id: t for t in reversed(targets)}.values())[::-1]
+        live = [t for t in unique if self._ctx.health.is_live(t.model_id)]
+        return Route(tuple((live or unique)[:MAX_ATTEMPTS]), decision, tuple(skipped))
+
+    async def _serve_route(
+        self,
+        route: Route,
+        request: ClientRequest,
+        headers: Mapping[str, str],
+        exchange: Exchange,
+        record: UsageRecord,
+        send: Send,
+    ) -> None:
+        """Try the targets in order until one answers; fail over only before the first byte."""
+        failures: list[tuple[str, str]] = []
+        attempts: list[AttemptFailed | None] = []  # None: not tried
+        client_error: GatewayError | None = None
+        catch = len(route.targets) > 1
+        base = len(exchange.headers)
+        try:
+            for level, target in enumerate(route.targets):
+                if level and not exchange.retry_ticket:
+                    if not self._ctx.budget.try_acquire():
+                        failures.append((target.model_id, "not tried: retry budget exhausted"))
+                        attempts.append(None)
+                        break
+                    exchange.retry_ticket = True
+                del exchange.headers[base:]
+                record.model_served, record.provider_id = target.model_id, target.provider.id
+                record.status_code, record.outcome, record.error_type = 0, "ok", None
+                exchange.headers.append((b"x-orca-resolved-model", target.model_id.encode()))
+                exchange.headers.append((b"x-orca-fallback-level", str(level).encode()))
+                try:
+                    protocol = self._protocol_for(target)
+                    plan = await self._plan(target, protocol, request, record.stream)
+                except GatewayError as error:
+                    if not catch:
+                        raise
+                    client_error = client_error or error
+                    failures.append((target.model_id, f"not tried: {error.message}"))
+                    attempts.append(None)
+                    continue
+                if plan.dropped:
+                    dropped = ",".join(plan.dropped).encode()
+                    exchange.headers.append((b"x-orca-dropped-params", dropped))
+                try:
+                    await self._forward(
+                        target, protocol, plan, headers, exchange, record, send, catch
+                    )
+                except AttemptFailed as failed:
+                    self._attempt_failed(target, failed, record, failures)
+                    attempts.append(failed)
+                    continue
+                except (UpstreamUnreachable, UpstreamTimeout, UpstreamProtocolError) as error:
+                    if not catch or exchange.committed:
+                        raise
+                    broken = AttemptFailed(error)
+                    self._attempt_failed(target, broken, record, failures)
+                    attempts.append(broken)
+                    continue
+                return
+            record.model_served = record.provider_id = None
+            tried = [f for f in attempts if f is not None]
+            if not tried and client_error is not None:
+                raise client_error
+            if len(tried) == 1:  # the budget stopped the fallback: the one answer stands
+                only = tried[0]
+                if only.retry_after:
+                    exchange.headers.append((b"retry-after", only.retry_after.encode("latin-1")))
+                raise only.error
+            summary = "; ".join(f"{model}: {reason}" for model, reason in failures)
+            raise FallbackExhausted(
+                f"all {len(route.targets)} candidates failed before answering: {summary}"
+            )
+        finally:
+            record.route_reason = route.reason(failures)
+
+    def _attempt_failed(
+        self,
+        target: Target,
+        failed: AttemptFailed,
+        record: UsageRecord,
+        failures: list[tuple[str, str]],
+    ) -> None:
+        """Note a failed attempt: health, live statistics and the reason; then move on."""
+        error = failed.error
+        failures.append((target.model_id, f"{error.status} {error.code}: {error.message}"[:300]))
+        if failed.throttled:
+            self._ctx.health.throttled(target.model_id, failed.retry_after)
+        else:
+            self._ctx.health.failure(target.model_id, error.code)
+        attempt = replace(
+            record,
+            status_code=429 if failed.throttled else max(error.status, 500),
+            outcome="error",
+            error_type=error.code,
+            usage=None,
+        )
+        self._ctx.writer.notify(attempt)
 
     async def _forward(
         self,
@@ -228,7 +438,10 @@ class InferenceEndpoint:
         exchange: Exchange,
         record: UsageRecord,
         send: Send,
+        catch: bool,
     ) -> None:
+        """One attempt. With ``catch``, a retryable failure before the first byte raises
+        ``AttemptFailed`` instead of reaching the client."""
         provider = target.provider
         request = UpstreamRequest(
             url=protocol.url(provider, record.stream, target.upstream_model),
@@ -236,13 +449,27 @@ class InferenceEndpoint:
             body=plan.body,
             timeouts=provider.timeouts,
         )
+        first_event_by = asyncio.get_running_loop().time() + provider.timeouts.first_byte
         response = await self._ctx.client.send(request)
+        secrets_ = [provider.api_key] if provider.api_key else []
         try:
             if response.status >= 400:
-                secrets_ = [provider.api_key] if provider.api_key else []
+                if catch and is_retryable_status(response.status):
+                    failure = await read_failure(response, protocol, secrets_)
+                    response.release()
+                    raise failed_attempt(failure, self.dialect)
                 await relay_error(response, protocol, exchange, record, send, secrets_)
             elif record.stream and response.is_event_stream:
-                await relay_stream(response, plan.stream_observer(), exchange, record, send)
+                observer = plan.stream_observer()
+                await relay_stream(
+                    response,
+                    observer,
+                    exchange,
+                    record,
+                    send,
+                    first_event_by=first_event_by,
+                    peek=catch,
+                )
             else:
                 await relay_body(response, plan, exchange, record, send)
         except BaseException:
@@ -260,27 +487,53 @@ class InferenceEndpoint:
             )
         return protocol
 
-    def _plan(
-        self,
-        target: Target,
-        protocol: ProviderProtocol,
-        payload: dict[str, Any],
-        stream: bool,
-        drop_params: bool,
+    async def _plan(
+        self, target: Target, protocol: ProviderProtocol, request: ClientRequest, stream: bool
     ) -> ExchangePlan:
         """Pass through when the client speaks the upstream's protocol, else translate."""
         model = target.upstream_model
         if protocol.name == self.dialect.protocol:
-            return Passthrough(protocol, payload, model, stream)
-        options = self._ctx.profiles.options(target.provider.id, model, drop_params=drop_params)
+            return Passthrough(protocol, request.payload, model, stream)
+        options = self._ctx.profiles.options(
+            target.provider.id, model, drop_params=request.drop_params
+        )
+        canonical = None
+        if not protocol.accepts_image_urls:
+            canonical = await self._inlined(request, model, protocol.name)
         return Translated(
             self._ctx.codecs[self.dialect.protocol],
             self._ctx.codecs[protocol.name],
-            payload,
+            request.payload,
             model=model,
             stream=stream,
             options=options,
+            canonical=canonical,
         )
+
+    async def _inlined(self, request: ClientRequest, model: str, protocol: str) -> Request:
+        """The client request parsed, its remote images fetched through the egress guard
+        (once per request, however many targets need them)."""
+        if request.inlined:
+            return request.inlined[0]
+        try:
+            parsed = self._ctx.codecs[self.dialect.protocol].request_to_canonical(request.payload)
+        except TranslationError as exc:
+            raise untranslatable(exc, model, protocol) from None
+        if needs_inlining(parsed):
+            if self._ctx.egress is None:
+                raise InvalidRequest(
+                    f"{model} needs images sent inline (as data: URLs); "
+                    "this gateway does not fetch image URLs",
+                    param="messages",
+                )
+            try:
+                parsed = await inline_remote_images(
+                    parsed, self._ctx.egress.fetch_image, max_images=self._ctx.max_images
+                )
+            except RemoteImageLimitExceeded as exc:
+                raise InvalidRequest(str(exc), param="messages") from None
+        request.inlined.append(parsed)
+        return parsed
 
     async def _answer_error(self, send: Send, exchange: Exchange, error: GatewayError) -> None:
         if exchange.committed:

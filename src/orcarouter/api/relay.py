@@ -7,6 +7,7 @@ terminal error event in the client's dialect, never a clean end.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,12 @@ import orjson
 
 from orcarouter.api.asgi import Send, respond
 from orcarouter.api.dialects import Dialect
-from orcarouter.errors import GatewayError, UpstreamError, UpstreamProtocolError
+from orcarouter.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.providers.base import ProviderProtocol, StreamObserver
 from orcarouter.providers.exchange import ExchangePlan
@@ -38,6 +44,8 @@ class Exchange:
     committed: bool = False
     finished: bool = False
     client_gone: bool = False
+    retry_ticket: bool = False  # holds one of the retry budget's tickets
+    retry_after: str | None = None  # an upstream 429's Retry-After, for the health book
 
     def elapsed_ms(self) -> int:
         """Milliseconds since the request arrived."""
@@ -58,6 +66,71 @@ async def relay_body(
     await respond(send, response.status, body, exchange.headers)
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamFailure:
+    """An upstream error answer, read (bounded) and with any echoed credential redacted."""
+
+    status: int
+    raw: bytes
+    kind: str | None  # the error type, when the body is in the protocol's envelope
+    message: str
+    retry_after: str | None
+
+
+async def read_failure(
+    response: UpstreamResponse, protocol: ProviderProtocol, secrets: Sequence[str]
+) -> UpstreamFailure:
+    """Read an upstream error answer: its type and message, or a short snippet of the body."""
+    raw = await response.read(MAX_ERROR_BODY)
+    for secret in secrets:  # never reflect a provider credential an upstream echoed back
+        raw = raw.replace(secret.encode(), b"[redacted]")
+    body: Any
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    kind = protocol.error_type(body)
+    message = protocol.error_message(body) if kind is not None else None
+    if message is None:
+        snippet = raw[:300].decode("utf-8", "replace").strip()
+        message = f"upstream returned HTTP {response.status}" + (f": {snippet}" if snippet else "")
+    retry_after = response.headers.get("retry-after") or None
+    return UpstreamFailure(response.status, raw, kind, message, retry_after)
+
+
+class AttemptFailed(Exception):
+    """An attempt failed before anything reached the client, so another candidate may serve.
+
+    ``error`` is what the client would get for it; ``throttled`` marks a 429 (a cool-down,
+    not ill health).
+    """
+
+    def __init__(
+        self, error: GatewayError, *, throttled: bool = False, retry_after: str | None = None
+    ) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.throttled = throttled
+        self.retry_after = retry_after
+
+
+RETRYABLE_STATUSES = frozenset({408, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    """Statuses worth another candidate: server errors, timeouts and throttling."""
+    return status >= 500 or status in RETRYABLE_STATUSES
+
+
+def failed_attempt(failure: UpstreamFailure, dialect: Dialect) -> AttemptFailed:
+    """The retryable form of an upstream error answer."""
+    status = dialect.status_for_upstream(failure.status)
+    error = UpstreamError(
+        failure.message, status=status, code=failure.kind, retry_after=failure.retry_after
+    )
+    return AttemptFailed(error, throttled=failure.status == 429, retry_after=failure.retry_after)
+
+
 async def relay_error(
     response: UpstreamResponse,
     protocol: ProviderProtocol,
@@ -71,32 +144,32 @@ async def relay_error(
     A same-protocol error body is forwarded as sent; another protocol's is re-rendered with its
     message, its type kept as the ``code``; a body in no known envelope becomes a short snippet.
     """
-    raw = await response.read(MAX_ERROR_BODY)
-    for secret in secrets:  # never reflect a provider credential an upstream echoed back
-        raw = raw.replace(secret.encode(), b"[redacted]")
-    body: Any
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    kind = protocol.error_type(body)
-    retry_after = response.headers.get("retry-after")
+    failure = await read_failure(response, protocol, secrets)
     record.status_code = response.status
     record.outcome = "error"
-    record.error_type = kind or "upstream_error"
-    if retry_after:
-        exchange.headers.append((b"retry-after", retry_after.encode("latin-1")))
-    if kind is not None and protocol.name == exchange.dialect.protocol:
+    record.error_type = failure.kind or "upstream_error"
+    exchange.retry_after = failure.retry_after
+    if failure.retry_after:
+        exchange.headers.append((b"retry-after", failure.retry_after.encode("latin-1")))
+    if failure.kind is not None and protocol.name == exchange.dialect.protocol:
         exchange.committed = exchange.finished = True
-        await respond(send, response.status, raw, exchange.headers)
+        await respond(send, response.status, failure.raw, exchange.headers)
         return
-    message = protocol.error_message(body) if kind is not None else None
-    if message is None:
-        snippet = raw[:300].decode("utf-8", "replace").strip()
-        message = f"upstream returned HTTP {response.status}" + (f": {snippet}" if snippet else "")
     status = exchange.dialect.status_for_upstream(response.status)
     record.status_code = status
-    raise UpstreamError(message, status=status, code=kind, retry_after=retry_after)
+    raise UpstreamError(
+        failure.message, status=status, code=failure.kind, retry_after=failure.retry_after
+    )
+
+
+_THROTTLE_EVENTS = frozenset({"rate_limit_error", "rate_limit_exceeded"})
+
+
+def _first_event_error(kind: str) -> AttemptFailed:
+    throttled = kind in _THROTTLE_EVENTS
+    status = 429 if throttled else 503 if kind == "overloaded_error" else 502
+    error = UpstreamError(f"upstream stream began with an error: {kind}", status=status, code=kind)
+    return AttemptFailed(error, throttled=throttled)
 
 
 async def relay_stream(
@@ -105,19 +178,39 @@ async def relay_stream(
     exchange: Exchange,
     record: UsageRecord,
     send: Send,
+    *,
+    first_event_by: float | None = None,
+    peek: bool = False,
 ) -> None:
-    """Forward SSE events as they complete; end with a terminal error if the upstream breaks."""
+    """Forward SSE events as they complete; end with a terminal error if the upstream breaks.
+
+    Nothing may come later than ``first_event_by`` (event-loop time) for the first event. With
+    ``peek``, an error that arrives before anything was forwarded raises ``AttemptFailed``
+    so that another candidate can serve the request.
+    """
     splitter = SSESplitter()
     record.status_code = response.status
     try:
-        async for chunk in response.iter_chunks():
-            out = [data for event in splitter.feed(chunk) if (data := observer.observe(event))]
-            if out:
-                await _forward(out, exchange, record, send)
-        tail = splitter.close()
-        last = (observer.observe(tail) if tail is not None else b"") + observer.close()
-        if last:
-            await _forward([last], exchange, record, send)
+        try:
+            async with asyncio.timeout_at(first_event_by) as deadline:
+                async for chunk in response.iter_chunks():
+                    out = [
+                        data for event in splitter.feed(chunk) if (data := observer.observe(event))
+                    ]
+                    if peek and not exchange.committed and observer.error_type is not None:
+                        raise _first_event_error(observer.error_type)
+                    if out:
+                        await _forward(out, exchange, record, send)
+                        if deadline.when() is not None:
+                            deadline.reschedule(None)
+                tail = splitter.close()
+                last = (observer.observe(tail) if tail is not None else b"") + observer.close()
+                if peek and not exchange.committed and observer.error_type is not None:
+                    raise _first_event_error(observer.error_type)
+                if last:
+                    await _forward([last], exchange, record, send)
+        except TimeoutError:
+            raise UpstreamTimeout("upstream sent no first event in time") from None
         if not observer.finished and observer.error_type is None:
             raise UpstreamProtocolError("upstream stream ended before the response was complete")
     except SSEError as exc:

@@ -48,6 +48,10 @@ class UsageWriter:
         self._queue.append(record)
         if len(self._queue) >= self._max_batch:
             self._wakeup.set()
+        self.notify(record)
+
+    def notify(self, record: UsageRecord) -> None:
+        """Show a record to the observers only (a failed attempt that a fallback replaced)."""
         for observe in self._observers:
             try:
                 observe(record)

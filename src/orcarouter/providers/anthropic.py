@@ -95,6 +95,7 @@ class AnthropicProtocol:
     """The ``anthropic`` protocol."""
 
     name = "anthropic"
+    accepts_image_urls = True  # {"type": "image", "source": {"type": "url"}}
 
     def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
         """Messages under the provider's base URL."""

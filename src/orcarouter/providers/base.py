@@ -67,6 +67,9 @@ class ProviderProtocol(Protocol):
     """One wire protocol spoken by upstream providers."""
 
     name: str
+    # Whether the upstream fetches remote image URLs itself; if not, the gateway fetches them
+    # through the egress guard and sends the bytes inline.
+    accepts_image_urls: bool
 
     def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
         """Where the request goes."""

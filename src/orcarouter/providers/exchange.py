@@ -17,6 +17,7 @@ from orcarouter.canonical import (
     MessageDelta,
     MessageStart,
     MessageStop,
+    Request,
     StreamError,
     StreamEvent,
     Usage,
@@ -75,6 +76,15 @@ class Passthrough:
         return raw, usage, model
 
 
+def untranslatable(exc: TranslationError, model: str, protocol: str) -> InvalidRequest:
+    """The client's error for a field the target cannot take."""
+    return InvalidRequest(
+        f"'{exc.param}' cannot be sent to {model} over the {protocol} protocol: "
+        f'{exc.message} (send "drop_params": true to drop it instead)',
+        param=exc.param,
+    )
+
+
 class Translated:
     """Other protocol: translate the request, the response and every stream event."""
 
@@ -87,19 +97,18 @@ class Translated:
         model: str,
         stream: bool,
         options: TargetOptions,
+        canonical: Request | None = None,
     ) -> None:
+        """``canonical``: the client request already parsed (and its remote images inlined)."""
         self._client = client
         self._upstream = upstream
         self._include_usage = client_wants_usage(payload) or client.name != "openai"
         try:
-            request = replace(client.request_to_canonical(payload), model=model, stream=stream)
+            parsed = canonical if canonical is not None else client.request_to_canonical(payload)
+            request = replace(parsed, model=model, stream=stream)
             translation = upstream.request_from_canonical(request, options)
         except TranslationError as exc:
-            raise InvalidRequest(
-                f"'{exc.param}' cannot be sent to {model} over the {upstream.name} protocol: "
-                f'{exc.message} (send "drop_params": true to drop it instead)',
-                param=exc.param,
-            ) from None
+            raise untranslatable(exc, model, upstream.name) from None
         self.body = orjson.dumps(translation.body)
         self.dropped = tuple(dict.fromkeys(translation.dropped))
 

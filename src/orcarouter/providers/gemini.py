@@ -54,6 +54,7 @@ class GeminiProtocol:
     """The ``gemini`` protocol."""
 
     name = "gemini"
+    accepts_image_urls = False  # fileData takes Google-hosted URIs; other URLs go inline
 
     def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
         """``/models/{model}:generateContent``, or the SSE stream variant."""

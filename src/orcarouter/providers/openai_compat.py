@@ -70,6 +70,7 @@ class OpenAIProtocol:
     """The ``openai`` protocol: ``POST {base_url}/chat/completions`` with a bearer key."""
 
     name = "openai"
+    accepts_image_urls = True
 
     def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
         """Chat completions under the provider's base URL."""

@@ -52,6 +52,10 @@ class RouteDecision:
 
     def reason_json(self) -> str:
         """The decision as compact JSON for the usage record."""
+        return orjson.dumps(self.reason()).decode()
+
+    def reason(self) -> dict[str, object]:
+        """The decision as JSON-ready data, bounded in size."""
         body: dict[str, object] = {
             "router": self.router,
             "strategy": self.strategy,
@@ -71,4 +75,4 @@ class RouteDecision:
             body["more_excluded"] = len(self.excluded) - MAX_RECORDED
         if self.default_model is not None:
             body["default_model"] = self.default_model
-        return orjson.dumps(body).decode()
+        return body

@@ -17,6 +17,7 @@ from orcarouter.catalog import Catalog, ModelInfo
 from orcarouter.errors import InvalidRequest, ModelNotFound
 from orcarouter.routing.candidates import (
     Candidate,
+    Exclusion,
     describe_missing,
     filter_candidates,
     unmet_need,
@@ -62,6 +63,7 @@ class RouteSelector:
         latency: LatencySource | None = None,
         rng: random.Random | None = None,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        live: Callable[[str], bool] | None = None,
     ) -> None:
         self._routers = routers
         self._universe = tuple(universe)
@@ -70,6 +72,7 @@ class RouteSelector:
         self._latency = latency
         self._rng = rng
         self._today = today
+        self._live = live
         self._pools: dict[tuple[str, str], tuple[RouterSpec, tuple[Candidate, ...]]] = {}
 
     @staticmethod
@@ -105,6 +108,7 @@ class RouteSelector:
             raise NoCandidate(
                 f"no model behind '{model}' can serve this request: {missing}", param="model"
             )
+        ranked = self._healthy(ranked, excluded)
         return RouteDecision(
             router=router.model_id,
             strategy=router.strategy,
@@ -112,6 +116,22 @@ class RouteSelector:
             excluded=tuple(excluded),
             default_model=default.model_id if default is not None else None,
         )
+
+    def _healthy(self, ranked: list[Ranked], excluded: list[Exclusion]) -> list[Ranked]:
+        """Leave out ejected or cooling-down targets, unless that would leave nothing: then
+        every candidate stays in its order (better a try than a certain failure)."""
+        live = self._live
+        if live is None:
+            return ranked
+        healthy = [r for r in ranked if live(r.candidate.model_id)]
+        if not healthy or len(healthy) == len(ranked):
+            return ranked
+        for r in ranked:
+            if not live(r.candidate.model_id):
+                excluded.append(
+                    Exclusion(r.candidate.model_id, "health", "ejected or cooling down")
+                )
+        return healthy
 
     def _pool(self, router: RouterSpec) -> tuple[Candidate, ...]:
         key = (router.workspace_id, router.name)

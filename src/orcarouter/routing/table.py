@@ -43,6 +43,11 @@ class RouterTable:
         """The router, from memory only."""
         return self._routers.get((workspace_id, name))
 
+    def of_workspace(self, workspace_id: str) -> list[RouterSpec]:
+        """The workspace's routers, by name."""
+        found = [r for (ws, _), r in self._routers.items() if ws == workspace_id]
+        return sorted(found, key=lambda r: r.name)
+
     def replace(self, routers: Sequence[RouterSpec]) -> None:
         """Serve exactly these routers (tests, and the refresh below)."""
         self._routers = {(r.workspace_id, r.name): r for r in routers}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import pytest
@@ -163,11 +163,29 @@ class _NoSource:
         return (0, None)
 
 
-def _selector(routers: Sequence[RouterSpec], *infos: object) -> RouteSelector:
+def _selector(
+    routers: Sequence[RouterSpec], *infos: object, live: Callable[[str], bool] | None = None
+) -> RouteSelector:
     catalog, resolver, pool = world(*infos)  # type: ignore[arg-type]
     table = RouterTable(_NoSource())  # type: ignore[arg-type]
     table.replace(routers)
-    return RouteSelector(table, pool, resolver, catalog)
+    return RouteSelector(table, pool, resolver, catalog, live=live)
+
+
+def test_selector_leaves_out_unhealthy_targets_unless_none_is_left() -> None:
+    down: set[str] = {"p/cheap"}
+    selector = _selector(
+        [spec(name="auto")],
+        model("cheap", "0.1"),
+        model("dear", "5"),
+        live=lambda m: m not in down,
+    )
+    decision = selector.route("ws", "orcarouter/auto", _chat(), 10, lambda _m: True)
+    assert _ids(decision.candidates) == ["p/dear"]
+    assert "excluded health=1" in decision.header()
+    down.add("p/dear")  # nothing is live: every candidate stays, in order
+    panic = selector.route("ws", "orcarouter/auto", _chat(), 10, lambda _m: True)
+    assert _ids(panic.candidates) == ["p/cheap", "p/dear"]
 
 
 def test_selector_orders_candidates_and_explains_the_decision() -> None:

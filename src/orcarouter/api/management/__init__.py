@@ -25,6 +25,7 @@ from orcarouter.accounts.users import Accounts
 from orcarouter.api.management import (
     audit_routes,
     auth_routes,
+    health_routes,
     key_routes,
     router_routes,
     workspace_routes,
@@ -33,6 +34,7 @@ from orcarouter.api.management.body_limit import ASGIApp, BodyLimit
 from orcarouter.api.management.context import SESSION_COOKIE, ApiError, ManagementContext
 from orcarouter.api.management.schemas import ErrorResponse
 from orcarouter.errors import openai_type_for
+from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.table import RouterTable
 from orcarouter.settings import Settings
 from orcarouter.store.accounts import SessionRepository, UserRepository, WorkspaceMembers
@@ -83,6 +85,8 @@ def build_management_app(
     settings: Settings,
     *,
     routers: RouterTable | None = None,
+    health: HealthBook | None = None,
+    retry_budget: RetryBudget | None = None,
 ) -> ASGIApp:
     """The management API as one ASGI app serving every ``/api/…`` path it declares.
 
@@ -107,7 +111,17 @@ def build_management_app(
         audit=AuditTrail(AuditRepository(engine)),
     )
     app.state.routers = router_routes.RouterAdmin(RouterRepository(engine), routers)
-    for module in (auth_routes, workspace_routes, key_routes, router_routes, audit_routes):
+    app.state.health = health
+    app.state.retry_budget = retry_budget
+    modules = (
+        auth_routes,
+        workspace_routes,
+        key_routes,
+        router_routes,
+        audit_routes,
+        health_routes,
+    )
+    for module in modules:
         app.include_router(module.router)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
