@@ -76,6 +76,8 @@ class ProviderConfig(BaseModel):
     models: list[str] | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    # Per-model timeouts (a slow reasoning model next to fast ones): replace the provider's.
+    model_timeouts: dict[str, TimeoutsConfig] = Field(default_factory=dict)
 
     @field_validator("id")
     @classmethod
@@ -122,6 +124,11 @@ class Provider:
     models: frozenset[str] | None
     headers: Mapping[str, str]
     timeouts: TimeoutsConfig
+    model_timeouts: Mapping[str, TimeoutsConfig] = field(default_factory=dict)
+
+    def timeouts_for(self, model: str) -> TimeoutsConfig:
+        """The timeouts of one target: the model's own, else the provider's."""
+        return self.model_timeouts.get(model, self.timeouts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +244,7 @@ def _resolve_provider(config: ProviderConfig, env: Mapping[str, str]) -> Provide
         models=frozenset(config.models) if config.models is not None else None,
         headers=dict(config.headers),
         timeouts=config.timeouts,
+        model_timeouts=dict(config.model_timeouts),
     )
 
 

@@ -203,6 +203,7 @@ ROUTES = (
     Route("PATCH", WS + "/routers/{name}", "developer", 200, _router_strategy, _ensure_router),
     Route("DELETE", WS + "/routers/{name}", "developer", 204, None, _ensure_router),
     Route("GET", WS + "/audit", "admin", 200),
+    Route("GET", "/api/health/targets", None, 200),
 )
 
 

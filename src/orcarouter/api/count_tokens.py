@@ -95,7 +95,7 @@ class CountTokensEndpoint:
             url=provider.base_url + "/messages/count_tokens",
             headers=protocol.headers(provider, headers),
             body=plan.body,
-            timeouts=provider.timeouts,
+            timeouts=provider.timeouts_for(target.upstream_model),
         )
         # Counting is free: the record is a scratch one, never written to the ledger.
         scratch = UsageRecord(exchange.request_id, utcnow(), None, None, "count_tokens", False)

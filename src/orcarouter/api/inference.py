@@ -447,9 +447,9 @@ class InferenceEndpoint:
             url=protocol.url(provider, record.stream, target.upstream_model),
             headers=protocol.headers(provider, headers),
             body=plan.body,
-            timeouts=provider.timeouts,
+            timeouts=provider.timeouts_for(target.upstream_model),
         )
-        first_event_by = asyncio.get_running_loop().time() + provider.timeouts.first_byte
+        first_event_by = asyncio.get_running_loop().time() + request.timeouts.first_byte
         response = await self._ctx.client.send(request)
         secrets_ = [provider.api_key] if provider.api_key else []
         try:

@@ -97,7 +97,7 @@ class HealthProber:
             plan = probe_plan(target, protocol, self._codecs)
             provider = target.provider
             timeouts = TimeoutsConfig(
-                connect=min(provider.timeouts.connect, PROBE_TIMEOUT),
+                connect=min(provider.timeouts_for(target.upstream_model).connect, PROBE_TIMEOUT),
                 first_byte=PROBE_TIMEOUT,
                 idle=PROBE_TIMEOUT,
                 total=PROBE_TIMEOUT,

@@ -196,6 +196,7 @@ def test_a_declared_provider_is_resolved(tmp_path: Path) -> None:
                 models=["llama3.2", "qwen3"],
                 headers={"X-Team": "core"},
                 timeouts={"connect": 2, "total": 60},
+                model_timeouts={"qwen3": {"first_byte": 300, "total": 1800}},
             ),
             {
                 "id": "together",
@@ -213,7 +214,26 @@ def test_a_declared_provider_is_resolved(tmp_path: Path) -> None:
     assert dict(local.headers) == {"X-Team": "core"}
     assert (local.timeouts.connect, local.timeouts.total) == (2, 60)
     assert local.timeouts.first_byte == 120.0
+    assert local.timeouts_for("llama3.2") is local.timeouts
+    slow = local.timeouts_for("qwen3")  # a model's own timeouts replace the provider's
+    assert (slow.first_byte, slow.total, slow.connect) == (300, 1800, 10.0)
     assert together.api_key == "tg-secret-value"
+
+
+def test_health_and_egress_sections_are_validated(tmp_path: Path) -> None:
+    config = {
+        "health": {"consecutive_failures": 5, "probe_interval": 30},
+        "egress": {"allow_private": True, "internal_hosts": ["*.corp.example"]},
+    }
+    settings = load_settings(_write(tmp_path, config), {})
+    assert settings.health.consecutive_failures == 5 and settings.health.probe_interval == 30
+    assert settings.health.retry_ratio == 0.2  # defaults for the rest
+    assert settings.egress.allow_private and settings.egress.internal_hosts == ["*.corp.example"]
+    assert not load_settings(None, {}).egress.allow_private  # private URLs refused by default
+    with pytest.raises(ConfigError, match="consecutive_failures"):
+        load_settings(_write(tmp_path, {"health": {"consecutive_failures": 0}}), {})
+    with pytest.raises(ConfigError, match="surprise"):
+        load_settings(_write(tmp_path, {"egress": {"surprise": 1}}), {})
 
 
 @pytest.mark.parametrize("env", [{}, {"MY_VENDOR_KEY": ""}], ids=["unset", "empty"])
