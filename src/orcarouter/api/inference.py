@@ -31,6 +31,7 @@ from orcarouter.api.asgi import (
 )
 from orcarouter.api.auth import authenticate, client_ip
 from orcarouter.api.dialects import Dialect
+from orcarouter.api.fanout import FanOut, needs_fan_out, wanted_choices
 from orcarouter.api.relay import (
     AttemptFailed,
     Exchange,
@@ -57,6 +58,7 @@ from orcarouter.metering.usage import UsageRecord
 from orcarouter.metering.writer import UsageWriter
 from orcarouter.providers.base import ProviderProtocol
 from orcarouter.providers.exchange import ExchangePlan, Passthrough, Translated, untranslatable
+from orcarouter.providers.openai_compat import client_wants_usage
 from orcarouter.providers.profiles import ProfileBook
 from orcarouter.routing.decision import RouteDecision
 from orcarouter.routing.health import HealthBook, RetryBudget
@@ -100,6 +102,17 @@ class Route:
         if self.skipped:
             body["skipped_fallbacks"] = list(self.skipped)
         return orjson.dumps(body).decode() if body else None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One try at one target: how to reach it, and what may happen on failure."""
+
+    target: Target
+    protocol: ProviderProtocol
+    plan: ExchangePlan
+    catch: bool  # a retryable failure raises AttemptFailed: another target may serve
+    fan_out: int = 1  # upstream requests whose single choices make the answer's n choices
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,6 +360,7 @@ class InferenceEndpoint:
         attempts: list[AttemptFailed | None] = []  # None: not tried
         client_error: GatewayError | None = None
         catch = len(route.targets) > 1
+        choices = wanted_choices(request.payload) if not self.dialect.anthropic else 1
         base = len(exchange.headers)
         try:
             for level, target in enumerate(route.targets):
@@ -363,7 +377,8 @@ class InferenceEndpoint:
                 exchange.headers.append((b"x-orca-fallback-level", str(level).encode()))
                 try:
                     protocol = self._protocol_for(target)
-                    plan = await self._plan(target, protocol, request, record.stream)
+                    fan_out = needs_fan_out(protocol, choices, record.stream)
+                    plan = await self._plan(target, protocol, request, record.stream, fan_out)
                 except GatewayError as error:
                     if not catch:
                         raise
@@ -375,9 +390,8 @@ class InferenceEndpoint:
                     dropped = ",".join(plan.dropped).encode()
                     exchange.headers.append((b"x-orca-dropped-params", dropped))
                 try:
-                    await self._forward(
-                        target, protocol, plan, headers, exchange, record, send, catch
-                    )
+                    attempt = Attempt(target, protocol, plan, catch, choices if fan_out else 1)
+                    await self._forward(attempt, headers, exchange, record, send)
                 except AttemptFailed as failed:
                     self._attempt_failed(target, failed, record, failures)
                     attempts.append(failed)
@@ -431,17 +445,17 @@ class InferenceEndpoint:
 
     async def _forward(
         self,
-        target: Target,
-        protocol: ProviderProtocol,
-        plan: ExchangePlan,
+        attempt: Attempt,
         headers: Mapping[str, str],
         exchange: Exchange,
         record: UsageRecord,
         send: Send,
-        catch: bool,
     ) -> None:
         """One attempt. With ``catch``, a retryable failure before the first byte raises
-        ``AttemptFailed`` instead of reaching the client."""
+        ``AttemptFailed`` instead of reaching the client; ``fan_out`` > 1 sends that many
+        requests and merges them into one answer's choices."""
+        target, protocol, plan = attempt.target, attempt.protocol, attempt.plan
+        catch, fan_out = attempt.catch, attempt.fan_out
         provider = target.provider
         request = UpstreamRequest(
             url=protocol.url(provider, record.stream, target.upstream_model),
@@ -449,9 +463,21 @@ class InferenceEndpoint:
             body=plan.body,
             timeouts=provider.timeouts_for(target.upstream_model),
         )
+        secrets_ = [provider.api_key] if provider.api_key else []
+        if fan_out > 1:
+            assert isinstance(plan, Translated)  # only other protocols lack n
+            fan = FanOut(self._ctx.client, protocol, plan, request, fan_out, secrets_)
+            await fan.serve(
+                exchange,
+                record,
+                send,
+                stream=record.stream,
+                include_usage=client_wants_usage(plan.client_payload),
+                catch=catch,
+            )
+            return
         first_event_by = asyncio.get_running_loop().time() + request.timeouts.first_byte
         response = await self._ctx.client.send(request)
-        secrets_ = [provider.api_key] if provider.api_key else []
         try:
             if response.status >= 400:
                 if catch and is_retryable_status(response.status):
@@ -488,9 +514,15 @@ class InferenceEndpoint:
         return protocol
 
     async def _plan(
-        self, target: Target, protocol: ProviderProtocol, request: ClientRequest, stream: bool
+        self,
+        target: Target,
+        protocol: ProviderProtocol,
+        request: ClientRequest,
+        stream: bool,
+        single: bool = False,
     ) -> ExchangePlan:
-        """Pass through when the client speaks the upstream's protocol, else translate."""
+        """Pass through when the client speaks the upstream's protocol, else translate;
+        ``single``: one choice per upstream request (``n`` is fanned out)."""
         model = target.upstream_model
         if protocol.name == self.dialect.protocol:
             return Passthrough(protocol, request.payload, model, stream)
@@ -500,10 +532,15 @@ class InferenceEndpoint:
         canonical = None
         if not protocol.accepts_image_urls:
             canonical = await self._inlined(request, model, protocol.name)
+        payload = request.payload
+        if single:
+            payload = {k: v for k, v in payload.items() if k != "n"}
+            if canonical is not None:
+                canonical = replace(canonical, sampling=replace(canonical.sampling, n=None))
         return Translated(
             self._ctx.codecs[self.dialect.protocol],
             self._ctx.codecs[protocol.name],
-            request.payload,
+            payload,
             model=model,
             stream=stream,
             options=options,

@@ -200,7 +200,7 @@ async def relay_stream(
                     if peek and not exchange.committed and observer.error_type is not None:
                         raise _first_event_error(observer.error_type)
                     if out:
-                        await _forward(out, exchange, record, send)
+                        await forward_events(out, exchange, record, send)
                         if deadline.when() is not None:
                             deadline.reschedule(None)
                 tail = splitter.close()
@@ -208,15 +208,15 @@ async def relay_stream(
                 if peek and not exchange.committed and observer.error_type is not None:
                     raise _first_event_error(observer.error_type)
                 if last:
-                    await _forward([last], exchange, record, send)
+                    await forward_events([last], exchange, record, send)
         except TimeoutError:
             raise UpstreamTimeout("upstream sent no first event in time") from None
         if not observer.finished and observer.error_type is None:
             raise UpstreamProtocolError("upstream stream ended before the response was complete")
     except SSEError as exc:
-        await _end_with_error(UpstreamProtocolError(str(exc)), exchange, record, send)
+        await end_with_error(UpstreamProtocolError(str(exc)), exchange, record, send)
     except GatewayError as error:
-        await _end_with_error(error, exchange, record, send)
+        await end_with_error(error, exchange, record, send)
     finally:
         record.usage = observer.usage
         record.upstream_model = observer.upstream_model
@@ -228,7 +228,7 @@ async def relay_stream(
         await send({"type": "http.response.body", "body": b""})
 
 
-async def _forward(
+async def forward_events(
     events: list[bytes], exchange: Exchange, record: UsageRecord, send: Send
 ) -> None:
     if not exchange.committed:
@@ -250,7 +250,7 @@ async def _forward(
     )
 
 
-async def _end_with_error(
+async def end_with_error(
     error: GatewayError, exchange: Exchange, record: UsageRecord, send: Send
 ) -> None:
     """Before commit the error propagates as an HTTP error; after it, one terminal event."""

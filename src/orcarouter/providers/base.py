@@ -70,6 +70,10 @@ class ProviderProtocol(Protocol):
     # Whether the upstream fetches remote image URLs itself; if not, the gateway fetches them
     # through the egress guard and sends the bytes inline.
     accepts_image_urls: bool
+    # Whether one request can ask for several choices (OpenAI ``n``), and in a stream too;
+    # where not, the gateway fans ``n`` out into concurrent requests.
+    multiple_choices: bool
+    streams_multiple_choices: bool
 
     def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
         """Where the request goes."""

@@ -18,6 +18,7 @@ from orcarouter.canonical import (
     MessageStart,
     MessageStop,
     Request,
+    Response,
     StreamError,
     StreamEvent,
     Usage,
@@ -102,6 +103,7 @@ class Translated:
         """``canonical``: the client request already parsed (and its remote images inlined)."""
         self._client = client
         self._upstream = upstream
+        self.client_payload = payload
         self._include_usage = client_wants_usage(payload) or client.name != "openai"
         try:
             parsed = canonical if canonical is not None else client.request_to_canonical(payload)
@@ -120,15 +122,26 @@ class Translated:
 
     def read_response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
         """Re-render the whole answer in the client's format."""
+        response = self.read_canonical(raw)
+        return self.render(response), response.usage, response.model or None
+
+    def read_canonical(self, raw: bytes) -> Response:
+        """The upstream's whole answer as a canonical response."""
         body = _decode(raw)
         if not isinstance(body, dict):
             raise UpstreamProtocolError("upstream sent a response that is not a JSON object")
         try:
-            response = self._upstream.response_to_canonical(body)
+            return self._upstream.response_to_canonical(body)
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamProtocolError(f"upstream response could not be read: {exc}") from exc
-        rendered = self._client.response_from_canonical(response)
-        return orjson.dumps(rendered), response.usage, response.model or None
+
+    def render(self, response: Response) -> bytes:
+        """A canonical response in the client's format."""
+        return orjson.dumps(self._client.response_from_canonical(response))
+
+    def upstream_decoder(self) -> StreamDecoder:
+        """A decoder for one upstream stream (canonical events out)."""
+        return self._upstream.stream_decoder()
 
 
 class TranslatingObserver(ObservedStream):

@@ -55,6 +55,8 @@ class GeminiProtocol:
 
     name = "gemini"
     accepts_image_urls = False  # fileData takes Google-hosted URIs; other URLs go inline
+    multiple_choices = True  # candidateCount
+    streams_multiple_choices = False  # streamGenerateContent streams one candidate
 
     def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
         """``/models/{model}:generateContent``, or the SSE stream variant."""
