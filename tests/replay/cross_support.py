@@ -725,6 +725,22 @@ def _mistral_parts(parts: list[Any]) -> tuple[str, str]:
     return text, thinking
 
 
+def _shown_to_anthropic(message: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    details = message.get("reasoning_details")
+    items = _openai_reasoning(message)
+    if not (isinstance(details, list) and details):
+        return items
+    formats = [e.get("format") for e in details if _detail(e) is not None]
+    out = []
+    for item, fmt in zip(items, formats, strict=False):
+        if fmt != "anthropic-claude-v1" and item[0] == "thinking" and item[2]:
+            item = ("thinking", item[1], f"orcarouter:{fmt or ''}:{item[2]}")
+        elif fmt != "anthropic-claude-v1" and item[0] == "redacted" and item[1]:
+            item = ("redacted", f"orcarouter:{fmt or ''}:{item[1]}")
+        out.append(item)
+    return out
+
+
 def expected_anthropic_answer(recorded: Mapping[str, Any]) -> JSON:
     """What an Anthropic client must get for a recorded OpenAI answer (choice 0)."""
     message = recorded["message"]
@@ -732,7 +748,7 @@ def expected_anthropic_answer(recorded: Mapping[str, Any]) -> JSON:
     text, mistral_thinking = (
         _mistral_parts(content) if isinstance(content, list) else (content or "", "")
     )
-    blocks: list[tuple[Any, ...]] = _openai_reasoning(message)
+    blocks: list[tuple[Any, ...]] = _shown_to_anthropic(message)
     if not blocks and mistral_thinking:
         blocks.append(("thinking", mistral_thinking, None))
     blocks.append(("text", text))

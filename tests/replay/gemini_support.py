@@ -326,7 +326,11 @@ def _thinking(config: Any, client: str) -> Any:
 
 
 def gemini_request_meaning(
-    body: Mapping[str, Any], *, client: str, recorded: Mapping[str, Any] | None = None
+    body: Mapping[str, Any],
+    *,
+    client: str,
+    recorded: Mapping[str, Any] | None = None,
+    json_schema: bool = False,
 ) -> JSON:
     """What a Gemini ``generateContent`` body asks for (rules G1-G12).
 
@@ -344,7 +348,9 @@ def gemini_request_meaning(
         if isinstance(p, Mapping)
     ]
     system.pop("role", None)  # G2
-    reduce = recorded is None  # G13: R's JSON Schemas, as the gateway sends them
+    reduce = (
+        recorded is None and not json_schema
+    )  # G13: R's JSON Schemas, as the gateway sends them
     functions, others = _declarations(data.pop("tools", None), reduce)
     declared = [str(f["name"]) for f in functions]
     generation = camel_keys(data.pop("generationConfig", None))
@@ -518,6 +524,10 @@ def expected_anthropic_answer(response: Mapping[str, Any]) -> JSON:
                 blocks.append(item)
         elif item[0] == "call":
             blocks.append(("tool_use", item[1], item[2], item[3]))
+        elif item[0] == "thinking" and item[2] is not None:
+            blocks.append(("thinking", item[1], "orcarouter:google-gemini-v1:" + item[2]))
+        elif item[0] == "redacted":
+            blocks.append(("redacted", "orcarouter:google-gemini-v1:" + item[1]))
         else:
             blocks.append(item)
     finish = _finish(response)

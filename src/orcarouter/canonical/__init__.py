@@ -5,6 +5,7 @@ Layer rule: imports nothing from the rest of the project.
 
 from orcarouter.canonical.content import (
     ANTHROPIC_THINKING_FORMAT,
+    GEMINI_THINKING_FORMAT,
     Audio,
     Base64Source,
     Block,
@@ -64,6 +65,7 @@ from orcarouter.canonical.stream import (
 
 __all__ = [
     "ANTHROPIC_THINKING_FORMAT",
+    "GEMINI_THINKING_FORMAT",
     "Audio",
     "Base64Source",
     "Block",

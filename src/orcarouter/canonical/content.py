@@ -20,6 +20,9 @@ ContentShape: TypeAlias = Literal["string", "blocks", "null"]
 ANTHROPIC_THINKING_FORMAT = "anthropic-claude-v1"
 """``format`` of reasoning produced by Anthropic (OpenRouter's ``reasoning_details`` naming)."""
 
+GEMINI_THINKING_FORMAT = "google-gemini-v1"
+"""``format`` of reasoning produced by Gemini (OpenRouter's ``reasoning_details`` naming)."""
+
 
 def no_extras() -> Extras:
     """Return an empty extras mapping (default factory)."""
@@ -153,8 +156,10 @@ class ToolResult:
 class Thinking:
     """Reasoning text; ``signature`` must be returned unmodified to the vendor that signed it.
 
-    ``format`` names who produced it (``anthropic-claude-v1``, ``openai-responses-v1`` …);
-    ``None`` means an unsigned, vendor-less reasoning text (DeepSeek ``reasoning_content``).
+    ``format`` names who produced it (``anthropic-claude-v1``, ``google-gemini-v1``,
+    ``openai-responses-v1`` …): the signature's provenance, and the only vendor it may be sent
+    back to. ``None`` means vendor-less reasoning (DeepSeek ``reasoning_content``); a signature
+    without a format has no known issuer and goes back to no vendor.
     """
 
     thinking: str
@@ -165,7 +170,7 @@ class Thinking:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RedactedThinking:
-    """Encrypted reasoning, opaque; returned unchanged to its vendor."""
+    """Encrypted reasoning, opaque; returned unchanged to its vendor, named by ``format``."""
 
     data: str
     format: str | None = None

@@ -53,13 +53,24 @@ PROFILES: tuple[ProfileRow, ...] = (
         {"reasoning_fields": ("reasoning", "reasoning_details")},
         "https://openrouter.ai/docs/use-cases/reasoning-tokens#preserving-reasoning-blocks",
     ),
-    # Gemini 3 takes a thinking level instead of a budget, validates thought signatures on
-    # function calls, and takes media inside function responses.
+    # Gemini 2.5 and later take full JSON Schema (responseJsonSchema, parametersJsonSchema);
+    # older models only the OpenAPI-subset Schema (responseSchema, parameters).
+    ProfileRow(
+        "*/gemini-2.5*",
+        {"gemini": GeminiTarget(json_schema=True)},
+        "https://ai.google.dev/gemini-api/docs/structured-output#json-schema",
+    ),
+    # Gemini 3 also takes a thinking level instead of a budget, validates thought signatures on
+    # function calls, and takes media inside function responses. (A row's GeminiTarget
+    # replaces an earlier row's whole, so this one repeats json_schema.)
     ProfileRow(
         "*/gemini-3*",
         {
             "gemini": GeminiTarget(
-                thinking="level", signatures_required=True, function_response_media=True
+                thinking="level",
+                signatures_required=True,
+                function_response_media=True,
+                json_schema=True,
             )
         },
         "https://ai.google.dev/gemini-api/docs/thought-signatures",

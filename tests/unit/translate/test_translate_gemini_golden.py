@@ -379,6 +379,7 @@ def test_gemini_stream_through_anthropic_sdk_with_thinking_and_tools() -> None:
     check_anthropic_event_invariants(events)
     message = anthropic_accumulate(events)
     assert [b["type"] for b in message["content"]] == ["thinking", "text", "tool_use", "tool_use"]
-    assert message["content"][0]["signature"] == SIG
+    # Gemini's signature, tagged with its issuer so that it never reaches Anthropic.
+    assert message["content"][0]["signature"] == f"orcarouter:google-gemini-v1:{SIG}"
     assert message["stop_reason"] == "tool_use"
     assert message["usage"]["output_tokens"] == 12

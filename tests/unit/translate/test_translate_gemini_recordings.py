@@ -21,12 +21,14 @@ from orcarouter.canonical import (
     Image,
     OpaqueBlock,
     RedactedThinking,
+    Text,
     Thinking,
     UrlSource,
 )
 from orcarouter.translate import anthropic_messages as am
 from orcarouter.translate import gemini as gm
 from orcarouter.translate import openai_chat as oc
+from orcarouter.translate.anthropic_messages.requests import JSON_OBJECT_INSTRUCTION
 from tests.support.recordings import Interaction, load_family
 from tests.unit.translate.test_translate_gemini_support import (
     accumulate,
@@ -91,8 +93,12 @@ def _portable_to_openai(block: Block) -> bool:
 def _portable_to_anthropic(block: Block) -> bool:
     """What an Anthropic request can hold: no audio, no Gemini-only parts, no files uploaded to
     Gemini's Files API (another vendor's file ids are not portable), and no reasoning Anthropic
-    did not sign (it rejects foreign thinking, wire-formats.md §4.6 B.8)."""
+    did not sign (it rejects foreign thinking, wire-formats.md §4.6 B.8). The system
+    instruction that stands in for JSON mode (``responseMimeType: application/json`` without a
+    schema) is the output format, not conversation."""
     if isinstance(block, Audio | OpaqueBlock | Thinking | RedactedThinking):
+        return False
+    if isinstance(block, Text) and block.text == JSON_OBJECT_INSTRUCTION:
         return False
     return not (isinstance(block, Image | Document) and isinstance(block.source, FileIdSource))
 

@@ -23,6 +23,7 @@ from orcarouter.canonical import (
     RedactedThinking,
     StopReason,
     StreamAccumulator,
+    Text,
     Thinking,
     UrlSource,
 )
@@ -30,6 +31,7 @@ from orcarouter.translate import TranslationError
 from orcarouter.translate import anthropic_messages as am
 from orcarouter.translate import openai_chat as oc
 from orcarouter.translate.anthropic_messages.blocks import keeps_thinking
+from orcarouter.translate.anthropic_messages.requests import JSON_OBJECT_INSTRUCTION
 from tests.support.recordings import Interaction, load_family
 from tests.unit.translate.translate_support import (
     anthropic_accumulate,
@@ -79,9 +81,13 @@ def _portable_to_anthropic(block: Block) -> bool:
     """Blocks Anthropic has no form for are reported (dropped/refused), so not compared.
 
     Audio input, vendor-only OpenAI parts (Mistral ``document_url``/``thinking``), and
-    reasoning Anthropic did not sign (it rejects unsigned or foreign thinking, §4.6 B.8).
+    reasoning Anthropic did not sign (it rejects unsigned or foreign thinking, §4.6 B.8). The
+    system instruction that stands in for ``response_format: json_object`` is the output
+    format, not conversation.
     """
     if isinstance(block, Audio) or (isinstance(block, OpaqueBlock) and block.wire == "openai"):
+        return False
+    if isinstance(block, Text) and block.text == JSON_OBJECT_INSTRUCTION:
         return False
     if isinstance(block, Thinking | RedactedThinking):
         return keeps_thinking(block)

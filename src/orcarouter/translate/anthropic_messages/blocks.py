@@ -2,7 +2,9 @@
 
 Rules: https://platform.claude.com/docs/en/build-with-claude/extended-thinking (thinking is
 returned unmodified, signed), https://github.com/anthropics/anthropic-sdk-python/issues/461
-(empty text blocks are rejected).
+(empty text blocks are rejected). Reasoning another vendor signed is shown to Anthropic clients
+with its signature wrapped (translate/signatures.py), so that it is never replayed to Anthropic
+and still returns intact to its own vendor.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from orcarouter.translate.common import (
     sanitize_tool_id,
     with_extras,
 )
+from orcarouter.translate.signatures import client_signature, unwrap_signature
 
 ANTHROPIC_CITATION_KINDS = frozenset(
     {
@@ -101,14 +104,15 @@ def _parse(data: Mapping[str, Any]) -> Block:
         )
         return Text(text=data["text"], citations=citations, cache_control=cache)
     if kind == "thinking":
-        signature = data.get("signature")
-        return Thinking(
-            thinking=str(data.get("thinking", "")),
-            signature=signature if isinstance(signature, str) else None,
-            format=ANTHROPIC_THINKING_FORMAT,
-        )
+        given = data.get("signature")
+        signature: str | None = None
+        issuer: str | None = ANTHROPIC_THINKING_FORMAT
+        if isinstance(given, str):
+            signature, issuer = unwrap_signature(given, ANTHROPIC_THINKING_FORMAT)
+        return Thinking(thinking=str(data.get("thinking", "")), signature=signature, format=issuer)
     if kind == "redacted_thinking":
-        return RedactedThinking(data=str(data.get("data", "")), format=ANTHROPIC_THINKING_FORMAT)
+        redacted, issuer = unwrap_signature(str(data.get("data", "")), ANTHROPIC_THINKING_FORMAT)
+        return RedactedThinking(data=redacted, format=issuer)
     if kind == "tool_use":
         return ToolUse(
             id=str(data.get("id", "")),
@@ -195,12 +199,13 @@ def _source_dict(source: MediaSource) -> JsonDict:
 
 
 def keeps_thinking(block: Thinking | RedactedThinking) -> bool:
-    """Whether Anthropic will accept this reasoning block back (signed by Anthropic)."""
-    if block.format == ANTHROPIC_THINKING_FORMAT:
-        return True
-    if isinstance(block, Thinking):
-        return block.format is None and bool(block.signature)
-    return block.format is None
+    """Whether Anthropic will accept this reasoning block back: Anthropic issued it.
+
+    Reasoning another vendor signed (its ``format``), or whose issuer is unknown (no
+    ``format``), is rejected by Anthropic ("Invalid signature"), so it is not replayed
+    (wire-formats.md §4.6 B.8; provenance: translate/signatures.py).
+    """
+    return block.format == ANTHROPIC_THINKING_FORMAT
 
 
 @dataclass(slots=True)
@@ -297,8 +302,10 @@ class BlockRenderer:
             self.policy.drop(f"{where}.thinking")
             return None
         if isinstance(block, RedactedThinking):
-            return {"type": "redacted_thinking", "data": block.data}
-        return {"type": "thinking", "thinking": block.thinking, "signature": block.signature or ""}
+            data = client_signature(block.data, block.format, ANTHROPIC_THINKING_FORMAT)
+            return {"type": "redacted_thinking", "data": data}
+        signature = client_signature(block.signature or "", block.format, ANTHROPIC_THINKING_FORMAT)
+        return {"type": "thinking", "thinking": block.thinking, "signature": signature}
 
 
 def _non_empty(block: JsonDict) -> bool:

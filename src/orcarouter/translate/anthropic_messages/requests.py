@@ -56,6 +56,11 @@ _KNOWN = (
     "metadata",
 )
 _CHOICE_MODES = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}
+JSON_OBJECT_INSTRUCTION = (
+    "Respond with exactly one valid JSON object and nothing else: no prose before or after it,"
+    " no Markdown code fences."
+)
+"""Appended to ``system`` for ``response_format: json_object`` (see ``_json_object_system``)."""
 
 
 def request_to_canonical(body: Mapping[str, Any]) -> Request:
@@ -190,8 +195,12 @@ def request_from_canonical(
     shaper = MessageShaper(policy=policy, foreign=foreign)
     shaper.render(request.messages)
     body: JsonDict = {"model": request.model, "messages": shaper.messages}
-    if shaper.system is not None:
-        body["system"] = shaper.system
+    system = shaper.system
+    if request.response_format is not None and request.response_format.type == "json_object":
+        system = _json_object_system(system)
+        policy.adjusted.append("response_format")
+    if system is not None:
+        body["system"] = system
     plan = plan_thinking(request, target, policy)
     body["max_tokens"] = plan.max_tokens
     _render_sampling(body, request, plan, policy)
@@ -250,10 +259,29 @@ def _render_output_config(
         spec: JsonDict = {"type": "json_schema", "schema": dict(fmt.schema or {})}
         extra = fmt.extra.get("anthropic")
         config["format"] = {**spec, **extra} if extra else spec
-    elif fmt is not None and fmt.type == "json_object":
-        policy.reject("response_format", "Anthropic has no JSON mode without a schema")
     if config:
         body["output_config"] = config
+
+
+def _json_object_system(system: list[JsonDict] | str | None) -> list[JsonDict] | str:
+    """``system`` with an instruction to answer with one JSON object (OpenAI JSON mode).
+
+    Anthropic has no schema-less JSON mode, and its structured outputs
+    (``output_config.format``) cannot stand in for one: a schema admitting any object needs
+    ``additionalProperties`` other than ``false``, which Anthropic answers with a 400 ("Not
+    supported: additionalProperties set to anything other than false",
+    https://platform.claude.com/docs/en/build-with-claude/structured-outputs#json-schema-limitations;
+    the SDK's ``transform_schema`` forces ``false`` on every object), and a recursive "any JSON
+    value" schema is not supported either. So, like OpenAI's own JSON mode, which only works
+    when the prompt asks for JSON, the model is told in the system prompt. The instruction goes
+    last, after the client's blocks, so their ``cache_control`` prefixes stay the same.
+    """
+    instruction: JsonDict = {"type": "text", "text": JSON_OBJECT_INSTRUCTION}
+    if system is None:
+        return JSON_OBJECT_INSTRUCTION
+    if isinstance(system, str):
+        return [{"type": "text", "text": system}, instruction] if system else [instruction]
+    return [*system, instruction]
 
 
 def _merge_extras(body: JsonDict, request: Request, policy: Policy) -> None:

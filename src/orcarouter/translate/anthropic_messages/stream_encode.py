@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from orcarouter.canonical import (
+    ANTHROPIC_THINKING_FORMAT,
     Block,
     BlockDelta,
     BlockStart,
@@ -45,6 +46,7 @@ from orcarouter.canonical import (
 )
 from orcarouter.translate.anthropic_messages.blocks import BlockRenderer, citation_to_anthropic
 from orcarouter.translate.common import JsonDict, Policy, dump_json
+from orcarouter.translate.signatures import client_signature
 from orcarouter.translate.stop_reasons import stop_to_anthropic
 from orcarouter.translate.usage import usage_to_anthropic
 
@@ -179,7 +181,10 @@ class AnthropicEventEncoder:
         self._current = None
         out: list[SSEEvent] = []
         if isinstance(pending.block, Thinking) and pending.signature:
-            delta = {"type": "signature_delta", "signature": pending.signature}
+            # Another vendor's signature is shown wrapped (translate/signatures.py).
+            fmt = pending.block.format
+            signature = client_signature(pending.signature, fmt, ANTHROPIC_THINKING_FORMAT)
+            delta = {"type": "signature_delta", "signature": signature}
             data = {"type": "content_block_delta", "index": pending.index, "delta": delta}
             out.append(("content_block_delta", data))
         stop = {"type": "content_block_stop", "index": pending.index}

@@ -9,31 +9,36 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-GEMINI_THINKING_FORMAT = "google-gemini-v1"
-"""``format`` of reasoning produced by Gemini (OpenRouter's ``reasoning_details`` naming)."""
+from orcarouter.canonical import GEMINI_THINKING_FORMAT
+from orcarouter.translate import signatures
+from orcarouter.translate.signatures import FOREIGN_SIGNATURE_PREFIX, wrap_signature
+
+__all__ = [
+    "DUMMY_SIGNATURE",
+    "ERROR_STATUSES",
+    "ERROR_TYPES",
+    "FOREIGN_SIGNATURE_PREFIX",
+    "GEMINI_THINKING_FORMAT",
+    "get",
+    "mapping",
+    "snake",
+    "standard_base64",
+    "unwrap_signature",
+    "wrap_signature",
+]
 
 DUMMY_SIGNATURE = "c2tpcF90aG91Z2h0X3NpZ25hdHVyZV92YWxpZGF0b3I="
 """base64 of ``skip_thought_signature_validator``: the documented stand-in for history that
 has no Gemini signature (https://ai.google.dev/gemini-api/docs/thought-signatures)."""
 
 
-FOREIGN_SIGNATURE_PREFIX = "orcarouter:"
-"""Marks, in a ``thoughtSignature`` sent to a Gemini-dialect client, a signature another vendor
-made (``orcarouter:{format}:{signature}``; ``:`` never occurs in base64). The client replays it
-as it is, so it returns to its vendor intact and never reaches Gemini, which would reject it."""
-
-
-def wrap_signature(signature: str, fmt: str | None) -> str:
-    """Another vendor's signature as a ``thoughtSignature`` for a Gemini-dialect client."""
-    return f"{FOREIGN_SIGNATURE_PREFIX}{fmt or ''}:{signature}"
-
-
 def unwrap_signature(value: str) -> tuple[str, str | None]:
-    """``(signature, format)`` of a ``thoughtSignature``: Gemini's own or a wrapped one."""
-    if value.startswith(FOREIGN_SIGNATURE_PREFIX):
-        fmt, _, signature = value[len(FOREIGN_SIGNATURE_PREFIX) :].partition(":")
-        return signature, fmt or None
-    return value, GEMINI_THINKING_FORMAT
+    """``(signature, format)`` of a ``thoughtSignature``: Gemini's own or a wrapped one.
+
+    Another vendor's signature reaches a Gemini-dialect client wrapped (``wrap_signature``,
+    translate/signatures.py), so it returns to its vendor intact and never reaches Gemini.
+    """
+    return signatures.unwrap_signature(value, GEMINI_THINKING_FORMAT)
 
 
 def snake(camel: str) -> str:

@@ -59,6 +59,9 @@ class _Block:
     arguments: list[str] = field(default_factory=list)
     signature: str | None = None
     citations: list[Citation] = field(default_factory=list)
+    format_sent: bool = False
+    """The ``reasoning_details`` entry's ``format`` went out: SDKs concatenate repeated strings
+    of one entry (openai ``accumulate_delta``), so it is sent once, with the first fragment."""
 
 
 class OpenAIChunkEncoder:
@@ -197,8 +200,7 @@ class OpenAIChunkEncoder:
         delta: JsonDict = {key: text for key in REASONING_TEXT_KEYS if key in self._fields}
         if REASONING_DETAILS in self._fields:
             entry: JsonDict = {"type": "reasoning.text", "text": text, "index": state.detail_index}
-            if isinstance(state.block, Thinking) and state.block.format is not None:
-                entry["format"] = state.block.format
+            self._format(state, entry)
             delta[REASONING_DETAILS] = [entry]
         return [self._chunk(delta)] if delta else []
 
@@ -252,8 +254,17 @@ class OpenAIChunkEncoder:
                 "signature": state.signature,
                 "index": state.detail_index,
             }
+            self._format(state, entry)  # who signed it: the signature goes back only there
             return [self._chunk({REASONING_DETAILS: [entry]})]
         return []
+
+    @staticmethod
+    def _format(state: _Block, entry: JsonDict) -> None:
+        """Put the thinking's ``format`` on its first ``reasoning_details`` fragment."""
+        block = state.block
+        if not state.format_sent and isinstance(block, Thinking) and block.format is not None:
+            entry["format"] = block.format
+            state.format_sent = True
 
     def _message_delta(self, event: MessageDelta) -> list[JsonDict]:
         chunks: list[JsonDict] = []
