@@ -12,7 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orcarouter.accounts.keys import KeyCache
+from orcarouter.accounts.rate_limits import InMemoryRateLimiter
 from orcarouter.api.asgi import Receive, Scope, Send, respond
+from orcarouter.api.billing_routes import BillingRoutes
 from orcarouter.api.catalog_routes import CatalogRoutes
 from orcarouter.api.count_tokens import CountTokensEndpoint
 from orcarouter.api.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
@@ -31,6 +33,7 @@ from orcarouter.routing.resolve import ModelResolver
 from orcarouter.routing.select import RouteSelector, chat_candidates
 from orcarouter.routing.table import RouterTable
 from orcarouter.settings import Settings
+from orcarouter.store.analytics import UsageAnalytics
 from orcarouter.store.database import create_engine_for
 from orcarouter.store.repositories import KeyRepository, UsageRepository
 from orcarouter.store.routers import RouterRepository
@@ -88,6 +91,7 @@ class Gateway:
         self.keys = KeyRepository(self.engine)
         self.usage = UsageRepository(self.engine)
         self.key_cache = KeyCache(self.keys)
+        self.rate_limiter = InMemoryRateLimiter()  # per process; Redis when scaled out
         self.routers = RouterTable(RouterRepository(self.engine))
         served = served_models(settings, self.catalog)
         universe = chat_candidates(settings.providers, served, self.catalog)
@@ -120,11 +124,13 @@ class Gateway:
             routers=self.routers,
             health=self.health_book,
         )
+        self.billing = BillingRoutes(self.key_cache, UsageAnalytics(self.engine))
         self.runtime: Runtime | None = None
         self._routes: dict[tuple[str, str], ASGIApp] = {
             ("GET", "/healthz"): self.health.healthz,
             ("GET", "/readyz"): self.health.readyz,
             **self.catalog_api.routes,
+            **self.billing.routes,
         }
         # Routes whose last parameter may hold slashes (/v1/models/{provider/model}), matched by
         # prefix after the exact-path lookup misses.
@@ -178,6 +184,7 @@ class Gateway:
             max_images=egress_config.max_images_per_request,
             max_body_bytes=self.settings.max_body_bytes,
             access_log=self.settings.access_log,
+            limiter=self.rate_limiter,
         )
         for dialect in (OPENAI_CHAT, ANTHROPIC_MESSAGES):
             self._routes[("POST", dialect.path)] = InferenceEndpoint(dialect, context)

@@ -64,6 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orcarouter: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.secrets())
+    try:
+        return _run(settings, args)
+    except ConfigError as exc:  # found late: a database URL no driver can serve, say
+        print(f"orcarouter: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(settings, args.host, args.port)
     if args.command == "migrate":

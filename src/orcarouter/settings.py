@@ -9,6 +9,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -65,6 +66,13 @@ class EgressConfig(BaseModel):
     max_images_per_request: int = Field(default=20, ge=0)
 
 
+class PricingConfig(BaseModel):
+    """The ``pricing:`` section: what requests cost (catalog prices, plus an optional markup)."""
+
+    model_config = ConfigDict(extra="forbid")
+    markup_percent: Decimal = Field(default=Decimal(0), ge=0, le=1000)
+
+
 class ProviderConfig(BaseModel):
     """One upstream provider as the operator declares it in YAML."""
 
@@ -111,6 +119,7 @@ class FileConfig(BaseModel):
     models: list[dict[str, Any]] = Field(default_factory=list)
     health: HealthConfig = Field(default_factory=HealthConfig)
     egress: EgressConfig = Field(default_factory=EgressConfig)
+    pricing: PricingConfig = Field(default_factory=PricingConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +158,7 @@ class Settings:
     open_registration: bool = False
     health: HealthConfig = field(default_factory=HealthConfig)
     egress: EgressConfig = field(default_factory=EgressConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value the gateway holds, for log redaction."""
@@ -200,6 +210,7 @@ def load_settings(config_path: str | None, environ: Mapping[str, str] | None = N
         open_registration=_bool_env(env, "ORCAROUTER_OPEN_REGISTRATION", False),
         health=file_config.health,
         egress=file_config.egress,
+        pricing=file_config.pricing,
     )
 
 

@@ -38,6 +38,8 @@ def _config(upstream: ReplayUpstream) -> dict[str, object]:
         ("{}\n", {"ORCAROUTER_ADMIN_KEY": "plain-key"}, "ORCAROUTER_ADMIN_KEY"),
         ("{}\n", {"ORCAROUTER_PORT": "eighty"}, "ORCAROUTER_PORT"),
         ("models:\n- {provider: openai, model: x, contex_window: 5}\n", {}, "contex_window"),
+        ("{}\n", {"ORCAROUTER_DATABASE_URL": "mysql://u:hunter2@db/x"}, "mysql"),
+        ("health: {consecutive_failures: 0}\n", {}, "consecutive_failures"),
     ],
 )
 def test_bad_configuration_exits_non_zero_with_a_clear_message(
@@ -48,6 +50,7 @@ def test_bad_configuration_exits_non_zero_with_a_clear_message(
     result = process.cli("serve")
     assert result.returncode == 2
     assert "configuration error" in result.stderr and message in result.stderr
+    assert "hunter2" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_first_start_prints_a_generated_admin_key_once(

@@ -251,3 +251,42 @@ def test_anthropic_overloaded_reaches_openai_clients_as_503(
     assert caught.value.status_code == 503
     body = caught.value.response.json()["error"]
     assert (body["message"], body["code"]) == ("Overloaded", "overloaded_error")
+
+
+def test_a_foreign_signature_replayed_to_anthropic_is_dropped_not_sent(
+    gateway: GatewayProcess, upstream: ReplayUpstream
+) -> None:
+    """A Gemini-signed thinking block that an Anthropic client got (wrapped) and sends back to
+    an Anthropic model never reaches Anthropic, which would refuse the whole request."""
+    answer = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "ok"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 9, "output_tokens": 1},
+    }
+    upstream.expect(json_answer(answer))
+    own = {"type": "thinking", "thinking": "mine", "signature": "EqQBCkYIBxgCKkA"}
+    foreign = {
+        "type": "thinking",
+        "thinking": "theirs",
+        "signature": "orcarouter:google-gemini-v1:CiQBVKhc7vVi",
+    }
+    history: Any = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [foreign, {"type": "text", "text": "hello"}]},
+        {"role": "user", "content": "again"},
+    ]
+    with anthropic.Anthropic(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0) as c:
+        message = c.messages.create(
+            model="replay-anthropic/claude-sonnet-4-5", max_tokens=100, messages=history
+        )
+    assert message.content[0].type == "text"
+    sent = upstream.received[-1].body
+    blocks = sent["messages"][1]["content"]
+    assert [b["type"] for b in blocks] == ["text"]
+    assert "orcarouter:" not in orjson.dumps(sent).decode()
+    assert own["signature"] not in orjson.dumps(sent).decode()  # (never sent: not in the request)

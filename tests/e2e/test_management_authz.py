@@ -203,6 +203,8 @@ ROUTES = (
     Route("PATCH", WS + "/routers/{name}", "developer", 200, _router_strategy, _ensure_router),
     Route("DELETE", WS + "/routers/{name}", "developer", 204, None, _ensure_router),
     Route("GET", WS + "/audit", "admin", 200),
+    Route("GET", WS + "/analytics", "viewer", 200),
+    Route("GET", WS + "/usage.csv", "viewer", 200),
     Route("GET", "/api/health/targets", None, 200),
 )
 

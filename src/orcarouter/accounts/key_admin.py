@@ -1,7 +1,8 @@
 """Creating and changing keys through the management API, within the caller's own grant.
 
 A caller never grants more than it holds: a user grants up to its workspace role; a key
-grants up to its own role, models, IP ranges, USD cap and expiry (``limits.check_within``).
+grants up to its own role, models, IP ranges, USD cap, expiry and rate limits
+(``limits.check_within``): a rate-limited key makes only keys limited as tightly or more.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from orcarouter.accounts.keys import IssuedKey, KeyRowLimits, Principal, issue_k
 from orcarouter.accounts.limits import (
     MAX_NETWORKS,
     MAX_PATTERNS,
+    RATE_LIMIT_FIELDS,
     GrantExceeded,
     KeyLimits,
     LimitError,
     check_within,
     parse_network,
     validate_model_pattern,
+    validate_rate_limit,
 )
 from orcarouter.accounts.roles import KEY_ROLES, at_most
 from orcarouter.store.repositories import KeyRepository, KeyRow, utcnow
@@ -59,6 +62,9 @@ def grant_of_key(principal: Principal) -> KeyLimits:
         allow_ips=tuple(str(n) for n in principal.allow_ips),
         usd_cap_micros=principal.usd_cap_micros,
         expires_at=principal.expires_at,
+        rpm_limit=principal.rate_limits.rpm,
+        tpm_limit=principal.rate_limits.tpm,
+        concurrency_limit=principal.rate_limits.concurrency,
     )
 
 
@@ -70,6 +76,8 @@ def normalized(limits: KeyLimits, *, new_expiry: bool = True) -> KeyLimits:
         raise LimitError("too many allow-list entries")
     if new_expiry and limits.expires_at is not None and limits.expires_at <= utcnow():
         raise LimitError("expires_at must be in the future")
+    for name in RATE_LIMIT_FIELDS:
+        validate_rate_limit(name, getattr(limits, name))
     patterns = tuple(dict.fromkeys(validate_model_pattern(p) for p in limits.model_limits))
     networks = tuple(dict.fromkeys(str(parse_network(v)) for v in limits.allow_ips))
     return replace(limits, model_limits=patterns, allow_ips=networks)
@@ -84,6 +92,9 @@ def limits_of(row: KeyRow) -> KeyLimits:
         allow_ips=row.allow_ips,
         usd_cap_micros=row.usd_cap_micros,
         expires_at=row.expires_at,
+        rpm_limit=row.rpm_limit,
+        tpm_limit=row.tpm_limit,
+        concurrency_limit=row.concurrency_limit,
     )
 
 
@@ -113,6 +124,9 @@ class KeyAdmin:
                 usd_cap_micros=limits.usd_cap_micros,
                 environment=spec.environment,
                 created_by=created_by,
+                rpm_limit=limits.rpm_limit,
+                tpm_limit=limits.tpm_limit,
+                concurrency_limit=limits.concurrency_limit,
             ),
         )
 
@@ -151,6 +165,9 @@ class KeyAdmin:
             allow_ips=limits.allow_ips,
             usd_cap_micros=limits.usd_cap_micros,
             expires_at=limits.expires_at,
+            rpm_limit=limits.rpm_limit,
+            tpm_limit=limits.tpm_limit,
+            concurrency_limit=limits.concurrency_limit,
         )
         await self._scoped.update(workspace_id, key_id, values)
         return await self.get(workspace_id, key_id)

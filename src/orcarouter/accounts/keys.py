@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from orcarouter.accounts.limits import IPNetwork, LimitError, compile_patterns, parse_network
+from orcarouter.accounts.rate_limits import NO_LIMITS, LimitScope, RateLimits, scopes_of
 from orcarouter.settings import KEY_PREFIX
 from orcarouter.store.repositories import KeyRepository, KeyRow, utcnow
 
@@ -55,7 +56,8 @@ class Principal:
     """Who is calling: the key, its workspace and its limits, as the cache holds them.
 
     ``model_matcher`` is ``model_limits`` compiled once when the key is loaded, so the
-    per-request checks in ``accounts/access.py`` do no parsing.
+    per-request checks in ``accounts/access.py`` do no parsing; ``limit_scopes`` likewise holds
+    the key's and its workspace's rate limits ready for the limiter (empty: unlimited).
     """
 
     key_id: str
@@ -69,6 +71,9 @@ class Principal:
     usd_cap_micros: int | None = None
     environment: str | None = None
     model_matcher: re.Pattern[str] = field(default=_NOTHING, compare=False)
+    rate_limits: RateLimits = NO_LIMITS
+    workspace_rate_limits: RateLimits = NO_LIMITS
+    limit_scopes: tuple[LimitScope, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +86,17 @@ class KeyRowLimits:
     usd_cap_micros: int | None = None
     environment: str | None = None
     created_by: str | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    concurrency_limit: int | None = None
 
 
 def principal_of(row: KeyRow) -> Principal:
     """The cached form of a stored key, with its allow-lists parsed and compiled."""
+    own = RateLimits(row.rpm_limit, row.tpm_limit, row.concurrency_limit)
+    workspace = RateLimits(
+        row.workspace_rpm_limit, row.workspace_tpm_limit, row.workspace_concurrency_limit
+    )
     return Principal(
         key_id=row.id,
         workspace_id=row.workspace_id,
@@ -97,6 +109,9 @@ def principal_of(row: KeyRow) -> Principal:
         usd_cap_micros=row.usd_cap_micros,
         environment=row.environment,
         model_matcher=compile_patterns(row.model_limits),
+        rate_limits=own,
+        workspace_rate_limits=workspace,
+        limit_scopes=scopes_of(row.id, own, row.workspace_id, workspace),
     )
 
 
@@ -151,6 +166,9 @@ async def issue_key(
         usd_cap_micros=extra.usd_cap_micros,
         environment=extra.environment,
         created_by=extra.created_by,
+        rpm_limit=extra.rpm_limit,
+        tpm_limit=extra.tpm_limit,
+        concurrency_limit=extra.concurrency_limit,
     )
     await repo.add(row)
     return IssuedKey(row, secret)

@@ -1,4 +1,5 @@
-"""A key's limits (model allow-list, IP/CIDR allow-list, USD cap, expiry) and the rules on them.
+"""A key's limits (model allow-list, IP/CIDR allow-list, USD cap, expiry, rate limits) and the
+rules on them.
 
 Model patterns are provider/model ids where ``*`` matches any run of characters; no other
 wildcard exists, so one pattern lies within another exactly when the outer one matches the
@@ -18,6 +19,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_PATTERNS = 200
 MAX_NETWORKS = 200
 MAX_USD_CAP_MICROS = 10**15  # a billion dollars: a bound that keeps integers sane everywhere
+MAX_RATE_LIMIT = 10**9  # per minute or concurrent: fits the 32-bit columns
+RATE_LIMIT_FIELDS = ("rpm_limit", "tpm_limit", "concurrency_limit")
 _MODEL_PATTERN = re.compile(r"^[A-Za-z0-9._:/@+\-*]{1,200}$")
 
 
@@ -82,6 +85,16 @@ class KeyLimits:
     allow_ips: tuple[str, ...] = ()
     usd_cap_micros: int | None = None
     expires_at: datetime | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    concurrency_limit: int | None = None
+
+
+def validate_rate_limit(name: str, value: int | None) -> int | None:
+    """A rate limit as given, or ``LimitError`` outside 1..``MAX_RATE_LIMIT`` (None: none)."""
+    if value is not None and not 1 <= value <= MAX_RATE_LIMIT:
+        raise LimitError(f"{name} must be between 1 and {MAX_RATE_LIMIT}, or null for none")
+    return value
 
 
 def check_within(child: KeyLimits, parent: KeyLimits, at_most_role: bool) -> None:
@@ -112,6 +125,10 @@ def check_within(child: KeyLimits, parent: KeyLimits, at_most_role: bool) -> Non
         child.expires_at is None or child.expires_at > parent.expires_at
     ):
         raise GrantExceeded("the new key must expire no later than the caller's key")
+    for name in RATE_LIMIT_FIELDS:
+        own, wanted = getattr(parent, name), getattr(child, name)
+        if own is not None and (wanted is None or wanted > own):
+            raise GrantExceeded(f"the new key's {name} must be set and at most the caller's")
 
 
 def _network_within(network: IPNetwork, parents: list[IPNetwork]) -> bool:

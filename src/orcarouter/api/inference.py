@@ -20,6 +20,14 @@ import orjson
 
 from orcarouter.accounts.access import check_access, model_access_error, model_allowed
 from orcarouter.accounts.keys import KeyCache, Principal
+from orcarouter.accounts.rate_limits import (
+    InMemoryRateLimiter,
+    Lease,
+    RateLimiter,
+    Refusal,
+    counts_tokens,
+    quota_headers,
+)
 from orcarouter.api.asgi import (
     ClientDisconnected,
     Receive,
@@ -49,6 +57,7 @@ from orcarouter.errors import (
     InvalidJSON,
     InvalidRequest,
     ProtocolMismatch,
+    RateLimited,
     UpstreamProtocolError,
     UpstreamTimeout,
     UpstreamUnreachable,
@@ -62,6 +71,7 @@ from orcarouter.providers.openai_compat import client_wants_usage
 from orcarouter.providers.profiles import ProfileBook
 from orcarouter.routing.decision import RouteDecision
 from orcarouter.routing.health import HealthBook, RetryBudget
+from orcarouter.routing.needs import needs_of
 from orcarouter.routing.resolve import ModelResolver, Target
 from orcarouter.routing.select import RouteSelector
 from orcarouter.store.repositories import utcnow
@@ -72,6 +82,7 @@ from orcarouter.translate.remote_images import (
     inline_remote_images,
     needs_inlining,
 )
+from orcarouter.translate.signatures import FOREIGN_SIGNATURE_PREFIX
 from orcarouter.transport.client import UpstreamClient, UpstreamRequest
 from orcarouter.transport.egress import EgressFetcher
 
@@ -133,8 +144,10 @@ class GatewayContext:
     max_images: int
     max_body_bytes: int
     access_log: bool
+    limiter: RateLimiter = field(default_factory=InMemoryRateLimiter)
 
 
+FOREIGN_SIGNATURE_MARK = b'"' + FOREIGN_SIGNATURE_PREFIX.encode()
 MAX_FALLBACK_MODELS = 5
 MAX_ATTEMPTS = 1 + MAX_FALLBACK_MODELS  # a router's ranking is walked no further than a chain
 
@@ -146,6 +159,9 @@ class ClientRequest:
     payload: dict[str, Any]
     drop_params: bool = False
     fallbacks: tuple[str, ...] = ()
+    # A thinking signature another vendor issued, wrapped for this client's wire: the request
+    # goes through translation even to its own protocol, which drops it (translate/signatures).
+    foreign_signatures: bool = False
     # The parsed request with remote images inline, once a target needed it.
     inlined: list[Request] = field(default_factory=list, compare=False)
 
@@ -173,7 +189,8 @@ def decode_payload(body: bytes) -> ClientRequest:
         payload.pop("route", None)
         fallbacks = _fallback_models(models)
     drop_params = payload.pop("drop_params", None) is True
-    return ClientRequest(payload, drop_params, fallbacks)
+    foreign = FOREIGN_SIGNATURE_MARK in body
+    return ClientRequest(payload, drop_params, fallbacks, foreign_signatures=foreign)
 
 
 def _fallback_models(models: Any) -> tuple[str, ...]:
@@ -270,6 +287,7 @@ class InferenceEndpoint:
         task = asyncio.current_task()
         assert task is not None
         watcher: asyncio.Future[None] | None = None
+        lease: Lease | None = None
         budget = self._ctx.budget
         budget.enter()
         try:
@@ -277,6 +295,8 @@ class InferenceEndpoint:
             request = decode_payload(body)
             record.model_requested, record.stream = check_payload(request.payload)
             route = self._route(principal, record, request, len(body), exchange)
+            if principal.limit_scopes:
+                lease = await self._admit(principal, request.payload, len(body), exchange, record)
             watcher = asyncio.ensure_future(_watch_disconnect(receive, task, exchange))
             await self._serve_route(route, request, headers, exchange, record, send)
         except GatewayError as error:
@@ -291,6 +311,9 @@ class InferenceEndpoint:
             task.uncancel()
             record.status_code, record.outcome = 499, "client_cancelled"
         finally:
+            if lease is not None:  # every path: errors, disconnects, streams that end or break
+                usage = record.usage
+                self._ctx.limiter.finish(lease, usage.total_tokens if usage else None)
             budget.leave(exchange.retry_ticket)
             if watcher is not None:
                 watcher.cancel()
@@ -298,6 +321,26 @@ class InferenceEndpoint:
                 self._ctx.health.observe(
                     record.model_served, classify(record), exchange.retry_after
                 )
+
+    async def _admit(
+        self,
+        principal: Principal,
+        payload: Mapping[str, Any],
+        body_bytes: int,
+        exchange: Exchange,
+        record: UsageRecord,
+    ) -> Lease:
+        """Admit the request under the key's and its workspace's rate limits, else 429 with
+        ``Retry-After``; the tokens are the estimated prompt, corrected when the request ends."""
+        scopes = principal.limit_scopes
+        tokens = needs_of(payload, body_bytes).prompt_tokens if counts_tokens(scopes) else 0
+        admission = await self._ctx.limiter.admit(scopes, tokens)
+        exchange.headers.extend(quota_headers(admission.requests_quota, admission.tokens_quota))
+        if isinstance(admission, Refusal):
+            exchange.headers.append((b"retry-after", str(admission.retry_after).encode()))
+            record.error_type = "rate_limited"
+            raise RateLimited(admission.message)
+        return admission
 
     def _route(
         self,
@@ -524,7 +567,7 @@ class InferenceEndpoint:
         """Pass through when the client speaks the upstream's protocol, else translate;
         ``single``: one choice per upstream request (``n`` is fanned out)."""
         model = target.upstream_model
-        if protocol.name == self.dialect.protocol:
+        if protocol.name == self.dialect.protocol and not request.foreign_signatures:
             return Passthrough(protocol, request.payload, model, stream)
         options = self._ctx.profiles.options(
             target.provider.id, model, drop_params=request.drop_params

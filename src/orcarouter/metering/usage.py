@@ -37,6 +37,7 @@ class UsageRecord:
     latency_ms: int = 0
     ttft_ms: int | None = None
     route_reason: str | None = None  # a router's decision as JSON (routing.RouteDecision)
+    cost_micros: int | None = None  # USD x 1e6, set when priced (metering.pricing)
 
     def as_row(self) -> dict[str, Any]:
         """The record as column values."""
@@ -64,4 +65,5 @@ class UsageRecord:
             "latency_ms": self.latency_ms,
             "ttft_ms": self.ttft_ms,
             "route_reason": self.route_reason,
+            "cost_micros": self.cost_micros,
         }

@@ -32,8 +32,11 @@ class UsageWriter:
         max_batch: int = 500,
         interval: float = 0.05,
         observers: Sequence[Callable[[UsageRecord], None]] = (),
+        price: Callable[[UsageRecord], int | None] | None = None,
     ) -> None:
+        """``price``: a record's cost in micro-dollars, computed off the request path."""
         self._usage = usage
+        self._price = price
         self._keys = keys
         self._observers = tuple(observers)
         self._queue: deque[UsageRecord] = deque()
@@ -58,6 +61,15 @@ class UsageWriter:
             except Exception:  # statistics are informative; never fail a request over them
                 log.warning("usage observer %r failed", observe, exc_info=True)
 
+    def find(self, request_id: str) -> UsageRecord | None:
+        """A record still queued (submitted, not yet committed), with its cost."""
+        for record in reversed(self._queue):
+            if record.request_id == request_id:
+                if record.cost_micros is None and self._price is not None:
+                    record.cost_micros = self._price(record)
+                return record
+        return None
+
     @property
     def pending(self) -> int:
         """Records not yet committed."""
@@ -74,6 +86,10 @@ class UsageWriter:
     async def _flush_unlocked(self) -> None:
         while self._queue:
             batch = [self._queue[i] for i in range(min(self._max_batch, len(self._queue)))]
+            if self._price is not None:
+                for record in batch:
+                    if record.cost_micros is None:
+                        record.cost_micros = self._price(record)
             await self._usage.insert_many([record.as_row() for record in batch])
             for _ in batch:
                 self._queue.popleft()

@@ -16,7 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orcarouter.store.repositories import as_utc, utcnow
 from orcarouter.store.routers import insert_auto_router
-from orcarouter.store.schema import auth_sessions, users, workspace_members, workspaces
+from orcarouter.store.schema import (
+    api_keys,
+    auth_sessions,
+    users,
+    workspace_members,
+    workspaces,
+)
+
+WORKSPACE_LIMITS = ("rpm_limit", "tpm_limit", "concurrency_limit")
 
 
 class EmailTaken(Exception):
@@ -51,11 +59,14 @@ class Membership:
 
 @dataclass(frozen=True, slots=True)
 class WorkspaceRow:
-    """A workspace."""
+    """A workspace, with its workspace-wide rate limits (None: unlimited)."""
 
     id: str
     name: str
     created_at: datetime
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    concurrency_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,13 +202,41 @@ class WorkspaceMembers:
             ).first()
         if row is None:
             return None
-        return WorkspaceRow(row.id, row.name, as_utc(row.created_at) or utcnow())
+        return WorkspaceRow(
+            row.id,
+            row.name,
+            as_utc(row.created_at) or utcnow(),
+            rpm_limit=row.rpm_limit,
+            tpm_limit=row.tpm_limit,
+            concurrency_limit=row.concurrency_limit,
+        )
 
     async def rename(self, workspace_id: str, name: str) -> bool:
         """Change the workspace's name."""
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 update(workspaces).where(workspaces.c.id == workspace_id).values(name=name)
+            )
+            return bool(result.rowcount)
+
+    async def set_rate_limits(self, workspace_id: str, limits: dict[str, int | None]) -> bool:
+        """Change some of the workspace's rate limits (``WORKSPACE_LIMITS`` names).
+
+        The workspace's keys get a new ``updated_at`` in the same transaction: the key caches
+        of every process re-read changed keys with their workspace's limits, so the new limits
+        reach them within a refresh interval.
+        """
+        values = {k: v for k, v in limits.items() if k in WORKSPACE_LIMITS}
+        if not values:
+            return await self.workspace(workspace_id) is not None
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(workspaces).where(workspaces.c.id == workspace_id).values(**values)
+            )
+            await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.workspace_id == workspace_id)
+                .values(updated_at=utcnow())
             )
             return bool(result.rowcount)
 
@@ -260,6 +299,12 @@ async def _keep_an_admin(
 ) -> None:
     if new_role == "admin":
         return
+    # Lock the workspace row, so concurrent changes to its members (replicas on PostgreSQL)
+    # take turns and each sees the admins the previous one left. SQLite has no row locks:
+    # its single writer already serialises them.
+    await conn.execute(
+        select(workspaces.c.id).where(workspaces.c.id == workspace_id).with_for_update()
+    )
     admins = set(
         await conn.scalars(
             select(workspace_members.c.user_id).where(

@@ -1,31 +1,74 @@
-"""Engines for the configured database: async for the gateway, sync for migrations."""
+"""Engines for the configured database: SQLite by default, PostgreSQL when configured.
+
+``ORCAROUTER_DATABASE_URL`` picks the database:
+
+- ``sqlite:///path/to/file.db`` (the default) runs on aiosqlite; migrations use ``sqlite3``.
+- ``postgresql://user:password@host:5432/db`` runs on asyncpg, as does an explicit
+  ``postgresql+asyncpg://``; ``postgresql+psycopg://`` runs on psycopg 3 (async). Migrations run
+  over the same driver and URL as the gateway, so a driver-specific query parameter (asyncpg's
+  ``ssl=require``, psycopg's ``sslmode=require``, asyncpg's ``prepared_statement_cache_size=0``
+  behind PgBouncer in transaction mode) applies to both.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from orcarouter.settings import ConfigError
 
-_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+# The async driver per PostgreSQL driver name in the URL; no name means the default, asyncpg.
+_POSTGRES_DRIVERS = {
+    "": "asyncpg",
+    "asyncpg": "asyncpg",
+    "psycopg": "psycopg",
+    "psycopg_async": "psycopg",
+}
+_POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+# Pool per gateway process. Requests never touch the database (keys, routers and the catalog
+# are served from memory; usage is written in batches), so the pool serves the background
+# writer, the cache refreshes and the management API: a few connections, and a bounded total
+# when many replicas share one server (replicas x (pool_size + max_overflow) <= max_connections).
+POOL_SIZE = 5
+MAX_OVERFLOW = 5
+POOL_TIMEOUT = 10.0  # seconds to wait for a free connection before failing the operation
+POOL_RECYCLE = 1800  # seconds; under the idle timeouts of load balancers and poolers
+APPLICATION_NAME = "orcarouter"  # shown in pg_stat_activity
 
 
-def _driver_url(database_url: str, drivers: dict[str, str]) -> str:
-    url = make_url(database_url)
-    backend = url.get_backend_name()
-    if backend not in drivers:
-        raise ConfigError(f"unsupported database URL scheme '{url.drivername}'")
-    return url.set(drivername=drivers[backend]).render_as_string(hide_password=False)
+def async_url(database_url: str) -> URL:
+    """The URL with the async driver the gateway uses; ``ConfigError`` when unsupported."""
+    try:
+        url = make_url(database_url)
+    except ArgumentError:
+        raise ConfigError("the database URL is not a valid URL") from None
+    backend, _, driver = url.drivername.partition("+")
+    if backend == "sqlite":
+        return url.set(drivername="sqlite+aiosqlite")
+    if backend in _POSTGRES_SCHEMES:
+        chosen = _POSTGRES_DRIVERS.get(driver)
+        if chosen is None:
+            raise ConfigError(
+                f"unsupported PostgreSQL driver '{driver}': use postgresql:// or "
+                "postgresql+asyncpg:// (asyncpg) or postgresql+psycopg:// (psycopg 3)"
+            )
+        return url.set(drivername=f"postgresql+{chosen}")
+    raise ConfigError(f"unsupported database URL scheme '{url.drivername}'")
 
 
-def _prepare_sqlite_dir(database_url: str) -> None:
-    url = make_url(database_url)
+def _prepare_sqlite_dir(url: URL) -> None:
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
 
@@ -40,27 +83,102 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine_for(database_url: str) -> AsyncEngine:
-    """The gateway's async engine, with SQLite tuned for one writer and many readers."""
-    _prepare_sqlite_dir(database_url)
-    engine = create_async_engine(_driver_url(database_url, _ASYNC_DRIVERS), pool_pre_ping=True)
-    if engine.dialect.name == "sqlite":
+def _postgres_connect_args(url: URL) -> dict[str, Any]:
+    if url.get_driver_name() == "asyncpg":
+        # asyncpg takes run-time parameters as server_settings (the URL cannot carry them).
+        return {"server_settings": {"application_name": APPLICATION_NAME}}
+    if "application_name" in url.query:
+        return {}
+    return {"application_name": APPLICATION_NAME}
+
+
+def create_engine_for(
+    database_url: str,
+    *,
+    pool_size: int = POOL_SIZE,
+    max_overflow: int = MAX_OVERFLOW,
+) -> AsyncEngine:
+    """The gateway's async engine: SQLite tuned for one writer and many readers, PostgreSQL
+    with a small bounded pool of checked, recycled connections."""
+    url = async_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        _prepare_sqlite_dir(url)
+        engine = create_async_engine(url, pool_pre_ping=True)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-    return engine
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=POOL_TIMEOUT,
+        pool_recycle=POOL_RECYCLE,
+        pool_pre_ping=True,
+        connect_args=_postgres_connect_args(url),
+    )
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "orcarouter.store:migrations")
+    return config
+
+
+Operation = Callable[[Config, str], None]
+
+
+def _run_operation(
+    connection: Connection, config: Config, operation: Operation, revision: str
+) -> None:
+    config.attributes["connection"] = connection
+    operation(config, revision)
 
 
 def migrate(database_url: str, revision: str = "head") -> None:
-    """Apply the Alembic migrations up to ``revision``."""
-    _prepare_sqlite_dir(database_url)
-    sync_url = _driver_url(database_url, {"sqlite": "sqlite", "postgresql": "postgresql+psycopg"})
-    config = Config()
-    config.set_main_option("script_location", "orcarouter.store:migrations")
-    engine = create_engine(sync_url)
-    if engine.dialect.name == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas)
+    """Apply the Alembic migrations up to ``revision``, in one transaction.
+
+    On PostgreSQL the migrations run over the configured async driver, and replicas starting
+    together take turns (env.py holds an advisory lock), so each revision is applied once.
+    """
+    _apply(database_url, command.upgrade, revision)
+
+
+def downgrade(database_url: str, revision: str) -> None:
+    """Revert the migrations down to ``revision`` (``base`` for an empty database)."""
+    _apply(database_url, command.downgrade, revision)
+
+
+def _apply(database_url: str, operation: Operation, revision: str) -> None:
+    url = async_url(database_url)
+    config = _alembic_config()
+    if url.get_backend_name() != "sqlite":
+        _run_to_completion(lambda: _apply_async(url, config, operation, revision))
+        return
+    _prepare_sqlite_dir(url)
+    engine = create_engine(url.set(drivername="sqlite"))
+    event.listen(engine, "connect", _sqlite_pragmas)
     try:
         with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, revision)
+            _run_operation(connection, config, operation, revision)
     finally:
         engine.dispose()
+
+
+async def _apply_async(url: URL, config: Config, operation: Operation, revision: str) -> None:
+    engine = create_async_engine(url, poolclass=NullPool, connect_args=_postgres_connect_args(url))
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(_run_operation, config, operation, revision)
+    finally:
+        await engine.dispose()
+
+
+def _run_to_completion(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``work`` to its end from synchronous code, even when called inside a running event
+    loop (a test, an embedding application): then on a thread with its own loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(work())
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="orcarouter-migrate") as pool:
+        pool.submit(lambda: asyncio.run(work())).result()

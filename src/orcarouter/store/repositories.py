@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orcarouter.store.schema import api_keys, usage_records, workspaces
+
+# How far before ``since`` a key refresh reads again. Times are taken on the writer's clock
+# before its commit, so with several writers (replicas on PostgreSQL) a change can become
+# visible after a later-stamped one was already read; re-reading a short window catches it.
+CHANGES_LOOKBACK = timedelta(seconds=10)
 
 
 def utcnow() -> datetime:
@@ -22,10 +26,22 @@ def utcnow() -> datetime:
 
 
 def as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every stored time is UTC."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    """A stored time in UTC: SQLite hands back naive datetimes (every stored time is UTC),
+    PostgreSQL aware ones in the session's time zone."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def insert_ignoring_conflicts(
+    engine: AsyncEngine, table: Table, *columns: str
+) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT … ON CONFLICT (columns) DO NOTHING`` in the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(columns))
+    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(columns))
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +65,20 @@ class KeyRow:
     usd_cap_micros: int | None = None
     environment: str | None = None
     created_by: str | None = None
+    rpm_limit: int | None = None
+    tpm_limit: int | None = None
+    concurrency_limit: int | None = None
+    # The workspace's limits, read with the key by ``changed_since`` (not api_keys columns).
+    workspace_rpm_limit: int | None = None
+    workspace_tpm_limit: int | None = None
+    workspace_concurrency_limit: int | None = None
+
+
+_WORKSPACE_LIMITS = (
+    workspaces.c.rpm_limit.label("workspace_rpm_limit"),
+    workspaces.c.tpm_limit.label("workspace_tpm_limit"),
+    workspaces.c.concurrency_limit.label("workspace_concurrency_limit"),
+)
 
 
 def _json_strings(raw: str | None) -> tuple[str, ...]:
@@ -76,6 +106,12 @@ def key_row(row: Any) -> KeyRow:
         usd_cap_micros=row.usd_cap_micros,
         environment=row.environment,
         created_by=row.created_by,
+        rpm_limit=row.rpm_limit,
+        tpm_limit=row.tpm_limit,
+        concurrency_limit=row.concurrency_limit,
+        workspace_rpm_limit=getattr(row, "workspace_rpm_limit", None),
+        workspace_tpm_limit=getattr(row, "workspace_tpm_limit", None),
+        workspace_concurrency_limit=getattr(row, "workspace_concurrency_limit", None),
     )
 
 
@@ -86,16 +122,18 @@ class WorkspaceRepository:
         self._engine = engine
 
     async def ensure(self, workspace_id: str, name: str) -> bool:
-        """Create the workspace unless it exists; True when it was created now."""
+        """Create the workspace unless it exists; True when it was created now.
+
+        One statement, so replicas bootstrapping at the same time cannot both insert it.
+        """
+        statement = (
+            insert_ignoring_conflicts(self._engine, workspaces, "id")
+            .values(id=workspace_id, name=name, created_at=utcnow())
+            .returning(workspaces.c.id)  # an INSERT's rowcount is not reliable on every driver
+        )
         async with self._engine.begin() as conn:
-            found = await conn.scalar(
-                select(workspaces.c.id).where(workspaces.c.id == workspace_id)
-            )
-            if found is None:
-                await conn.execute(
-                    insert(workspaces).values(id=workspace_id, name=name, created_at=utcnow())
-                )
-        return found is None
+            created = (await conn.execute(statement)).first()
+        return created is not None
 
 
 class KeyRepository:
@@ -110,10 +148,16 @@ class KeyRepository:
             await conn.execute(insert(api_keys).values(**_as_values(row)))
 
     async def changed_since(self, since: datetime | None) -> list[KeyRow]:
-        """Every key updated at or after ``since`` (all keys when ``since`` is None)."""
-        query = select(api_keys)
+        """Every key updated at or after ``since`` less ``CHANGES_LOOKBACK`` (all keys when
+        ``since`` is None), with its workspace's rate limits. Re-reading a key is harmless;
+        changing a workspace's limits touches its keys' ``updated_at`` so they are re-read."""
+        query = (
+            select(api_keys, *_WORKSPACE_LIMITS)
+            .select_from(api_keys.outerjoin(workspaces, workspaces.c.id == api_keys.c.workspace_id))
+            .order_by(api_keys.c.updated_at, api_keys.c.id)
+        )
         if since is not None:
-            query = query.where(api_keys.c.updated_at >= since)  # re-reads are harmless
+            query = query.where(api_keys.c.updated_at >= since - CHANGES_LOOKBACK)
         async with self._engine.connect() as conn:
             return [key_row(r) for r in await conn.execute(query)]
 
@@ -186,7 +230,7 @@ class KeyRepository:
 
 
 def _as_values(row: KeyRow) -> dict[str, Any]:
-    values = {name: getattr(row, name) for name in KeyRow.__slots__}
+    values = {column.name: getattr(row, column.name) for column in api_keys.columns}
     values["model_limits"] = orjson.dumps(list(row.model_limits)).decode()
     values["allow_ips"] = orjson.dumps(list(row.allow_ips)).decode()
     return values
@@ -202,9 +246,7 @@ class UsageRepository:
         """Insert records in one transaction; a record already stored is left as it is."""
         if not rows:
             return
-        dialect = self._engine.dialect.name
-        builder = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = builder(usage_records).on_conflict_do_nothing(index_elements=["request_id"])
+        statement = insert_ignoring_conflicts(self._engine, usage_records, "request_id")
         async with self._engine.begin() as conn:
             await conn.execute(statement, list(rows))
 
@@ -216,10 +258,16 @@ class UsageRepository:
                     select(usage_records).where(usage_records.c.request_id == request_id)
                 )
             ).first()
-            return dict(row._mapping) if row is not None else None
+            return _usage_row(row) if row is not None else None
 
     async def all(self) -> list[dict[str, Any]]:
         """Every record, oldest first."""
         async with self._engine.connect() as conn:
             rows = await conn.execute(select(usage_records).order_by(usage_records.c.created_at))
-            return [dict(r._mapping) for r in rows]
+            return [_usage_row(r) for r in rows]
+
+
+def _usage_row(row: Any) -> dict[str, Any]:
+    values = dict(row._mapping)
+    values["created_at"] = as_utc(values["created_at"])
+    return values

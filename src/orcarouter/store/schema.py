@@ -28,6 +28,10 @@ workspaces = Table(
     Column("id", String(40), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Workspace-wide rate limits across all its keys (0005); None = unlimited.
+    Column("rpm_limit", Integer, nullable=True),
+    Column("tpm_limit", Integer, nullable=True),
+    Column("concurrency_limit", Integer, nullable=True),
 )
 
 api_keys = Table(
@@ -51,6 +55,10 @@ api_keys = Table(
     Column("usd_cap_micros", BigInteger, nullable=True),
     Column("environment", String(32), nullable=True),
     Column("created_by", String(40), nullable=True),
+    # The key's rate limits (0005); None = unlimited.
+    Column("rpm_limit", Integer, nullable=True),
+    Column("tpm_limit", Integer, nullable=True),
+    Column("concurrency_limit", Integer, nullable=True),
     Index("ix_api_keys_updated_at", "updated_at"),
 )
 
@@ -131,6 +139,7 @@ usage_records = Table(
     Column("latency_ms", Integer, nullable=False),
     Column("ttft_ms", Integer, nullable=True),
     Column("route_reason", Text, nullable=True),  # 0003: the router's decision, as JSON
+    Column("cost_micros", BigInteger, nullable=True),  # 0004: USD x 1e6; None: unpriced
     Index("ix_usage_records_workspace_created", "workspace_id", "created_at"),
     Index("ix_usage_records_key_created", "key_id", "created_at"),
 )
@@ -153,4 +162,37 @@ routers = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("workspace_id", "name", name="uq_routers_workspace_name"),
+)
+
+# Money (0006): a wallet per paying workspace, every movement in the ledger, and each key's
+# lifetime spend for its USD cap. Amounts are integer micro-dollars (USD x 1e6).
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("workspace_id", String(40), ForeignKey("workspaces.id"), primary_key=True),
+    Column("balance_micros", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(40), ForeignKey("workspaces.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("kind", String(16), nullable=False),  # topup | charge | adjustment
+    Column("amount_micros", BigInteger, nullable=False),  # signed: charges are negative
+    Column("balance_after_micros", BigInteger, nullable=True),  # None: no wallet (cap only)
+    Column("request_id", String(40), nullable=True, unique=True),  # a charge's request
+    Column("key_id", String(40), nullable=True),
+    Column("actor", String(80), nullable=True),  # who topped up or adjusted
+    Column("note", String(200), nullable=True),
+    Index("ix_ledger_entries_workspace_created", "workspace_id", "created_at"),
+)
+
+key_spend = Table(
+    "key_spend",
+    metadata,
+    Column("key_id", String(40), ForeignKey("api_keys.id"), primary_key=True),
+    Column("spent_micros", BigInteger, nullable=False),
 )

@@ -1,33 +1,36 @@
-"""Real databases for the store, metering and accounts tests: SQLite always, PostgreSQL when
-its drivers are installed."""
+"""Real databases for the store, metering and accounts tests: SQLite always, and PostgreSQL
+over both async drivers (asyncpg, psycopg 3) when the server is reachable.
+
+Every PostgreSQL test gets a database of its own, named after the process and a random token,
+created from ``template0`` and dropped afterwards, so concurrent test runs on one server never
+see each other's tables. ``ORCAROUTER_TEST_POSTGRES_URL`` names the server (any database on it
+to connect to; default ``postgresql://postgres@127.0.0.1:5432/test``); when it is unreachable the
+PostgreSQL cases skip, unless ``ORCAROUTER_TEST_POSTGRES=require`` makes that a failure.
+"""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import AsyncIterator
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
+from psycopg import sql
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orcarouter.store.database import create_engine_for, migrate
 from orcarouter.store.repositories import KeyRepository, UsageRepository, WorkspaceRepository
 
-POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-_POSTGRES_DRIVERS = ("asyncpg", "psycopg")
-_POSTGRES_TABLES = (
-    "audit_log",
-    "auth_sessions",
-    "workspace_members",
-    "users",
-    "usage_records",
-    "usage_records_away",
-    "api_keys",
-    "api_keys_away",
-    "workspaces",
+POSTGRES_URL = os.environ.get(
+    "ORCAROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
 )
+POSTGRES_DRIVERS = ("asyncpg", "psycopg")
+BACKENDS = ("sqlite", *POSTGRES_DRIVERS)
 
 
 @dataclass
@@ -44,13 +47,22 @@ class Store:
     def backend(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def driver(self) -> str:
+        return self.engine.dialect.driver
+
     def execute(self, sql: str) -> list[tuple[object, ...]]:
         """Run one statement over a separate synchronous connection, outside the gateway."""
         return run_sql(self.url, sql)
 
 
 def _sync_url(url: str) -> str:
-    return url.replace("postgresql://", "postgresql+psycopg://", 1)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")  # psycopg is sync as well
+    elif parsed.get_backend_name() == "sqlite":
+        parsed = parsed.set(drivername="sqlite")
+    return parsed.render_as_string(hide_password=False)
 
 
 def run_sql(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -64,29 +76,50 @@ def run_sql(url: str, sql: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
-def _require_postgres_drivers() -> None:
-    for name in _POSTGRES_DRIVERS:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pytest.skip(
-                f"PostgreSQL store tests need the '{name}' driver "
-                f"({' and '.join(_POSTGRES_DRIVERS)}); it is not installed"
+# --- PostgreSQL: one throw-away database per test --------------------------------------------
+
+
+def _server_conninfo() -> str:
+    """The server URL as libpq takes it (no SQLAlchemy driver suffix)."""
+    return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The reachable server's URL; skips (once per session) when it is not reachable."""
+    try:
+        with psycopg.connect(_server_conninfo(), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.OperationalError as exc:
+        reason = f"PostgreSQL at {make_url(POSTGRES_URL)!r} is unreachable: {exc}".strip()
+        if os.environ.get("ORCAROUTER_TEST_POSTGRES") == "require":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_database(postgres_server: str) -> Iterator[str]:
+    """A new empty database on the server for this test alone (its plain URL); dropped after."""
+    name = f"orcarouter_test_{os.getpid()}_{secrets.token_hex(6)}"
+    with psycopg.connect(_server_conninfo(), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
+    try:
+        yield make_url(postgres_server).set(database=name).render_as_string(False)
+    finally:
+        with psycopg.connect(_server_conninfo(), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
 
 
-def _reset_postgres() -> None:
-    for table in _POSTGRES_TABLES:
-        run_sql(POSTGRES_URL, f"DROP TABLE IF EXISTS {table} CASCADE")
-    run_sql(POSTGRES_URL, "DROP TABLE IF EXISTS alembic_version")
+def with_driver(url: str, driver: str) -> str:
+    """``url`` with an explicit SQLAlchemy driver (``postgresql+asyncpg://…``)."""
+    parsed = make_url(url)
+    return parsed.set(drivername=f"{parsed.get_backend_name()}+{driver}").render_as_string(False)
 
 
-async def _open(url: str) -> Store:
-    migrate(url)
-    engine = create_engine_for(url)
-    return Store(
-        url, engine, KeyRepository(engine), UsageRepository(engine), WorkspaceRepository(engine)
-    )
+# --- every backend ----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -95,23 +128,50 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{(tmp_path / 'db' / 't.db').as_posix()}"
 
 
+@pytest.fixture(params=POSTGRES_DRIVERS)
+def postgres_url(request: pytest.FixtureRequest) -> str:
+    """A fresh empty PostgreSQL database, once per async driver (the URL names the driver)."""
+    database: str = request.getfixturevalue("postgres_database")
+    return with_driver(database, str(request.param))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A fresh empty database on each supported backend and driver, not yet migrated."""
+    if request.param == "sqlite":
+        url: str = request.getfixturevalue("sqlite_url")
+        return url
+    return with_driver(request.getfixturevalue("postgres_database"), str(request.param))
+
+
+async def open_store(url: str) -> Store:
+    """Migrate the database at ``url`` and open the gateway's engine and repositories on it."""
+    migrate(url)
+    engine = create_engine_for(url)
+    return Store(
+        url, engine, KeyRepository(engine), UsageRepository(engine), WorkspaceRepository(engine)
+    )
+
+
 @pytest.fixture
 async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
     """A migrated SQLite database."""
-    store = await _open(sqlite_url)
+    store = await open_store(sqlite_url)
     yield store
     await store.engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def any_store(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[Store]:
-    """The same store on each supported backend."""
-    if request.param == "postgresql":
-        _require_postgres_drivers()
-        _reset_postgres()
-        url = POSTGRES_URL
-    else:
-        url = sqlite_url
-    store = await _open(url)
+@pytest.fixture
+async def any_store(database_url: str) -> AsyncIterator[Store]:
+    """The same store on each supported backend and driver: SQLite, asyncpg, psycopg."""
+    store = await open_store(database_url)
+    yield store
+    await store.engine.dispose()
+
+
+@pytest.fixture
+async def postgres_store(postgres_url: str) -> AsyncIterator[Store]:
+    """A migrated PostgreSQL database, once per async driver."""
+    store = await open_store(postgres_url)
     yield store
     await store.engine.dispose()

@@ -23,6 +23,7 @@ from orcarouter.accounts.passwords import Passwords
 from orcarouter.accounts.sessions import Sessions
 from orcarouter.accounts.users import Accounts
 from orcarouter.api.management import (
+    analytics_routes,
     audit_routes,
     auth_routes,
     health_routes,
@@ -38,6 +39,7 @@ from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.table import RouterTable
 from orcarouter.settings import Settings
 from orcarouter.store.accounts import SessionRepository, UserRepository, WorkspaceMembers
+from orcarouter.store.analytics import UsageAnalytics
 from orcarouter.store.audit import AuditRepository
 from orcarouter.store.repositories import KeyRepository
 from orcarouter.store.routers import RouterRepository
@@ -113,12 +115,14 @@ def build_management_app(
     app.state.routers = router_routes.RouterAdmin(RouterRepository(engine), routers)
     app.state.health = health
     app.state.retry_budget = retry_budget
+    app.state.analytics = UsageAnalytics(engine)
     modules = (
         auth_routes,
         workspace_routes,
         key_routes,
         router_routes,
         audit_routes,
+        analytics_routes,
         health_routes,
     )
     for module in modules:

@@ -44,6 +44,9 @@ def key_out(row: KeyRow) -> dict[str, Any]:
         "usd_cap_micros": row.usd_cap_micros,
         "environment": row.environment,
         "created_by": row.created_by,
+        "rpm_limit": row.rpm_limit,
+        "tpm_limit": row.tpm_limit,
+        "concurrency_limit": row.concurrency_limit,
     }
 
 
@@ -70,7 +73,8 @@ async def list_keys(workspace_id: str, request: Request) -> list[KeyOut]:
 
 @router.post("", status_code=201, summary="Create a key; its secret is shown once")
 async def create_key(workspace_id: str, body: KeyCreate, request: Request) -> KeyCreated:
-    """Developer and above; the key's role, models, IPs, cap and expiry lie within the caller's."""
+    """Developer and above; the key's role, models, IPs, cap, expiry and rate limits lie within
+    the caller's."""
     access = await authorize(request, workspace_id, Action.MANAGE_KEYS)
     ctx = context(request)
     limits = KeyLimits(
@@ -80,6 +84,9 @@ async def create_key(workspace_id: str, body: KeyCreate, request: Request) -> Ke
         allow_ips=tuple(body.allow_ips),
         usd_cap_micros=body.usd_cap_micros,
         expires_at=expiry(body.expires_at),
+        rpm_limit=body.rpm_limit,
+        tpm_limit=body.tpm_limit,
+        concurrency_limit=body.concurrency_limit,
     )
     spec = KeySpec(name=body.name, limits=limits, environment=body.environment)
     caller = access.caller

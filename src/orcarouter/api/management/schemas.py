@@ -7,11 +7,16 @@ Requests forbid unknown fields, so a caller cannot set what it may not (``worksp
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from orcarouter.accounts.limits import MAX_NETWORKS, MAX_PATTERNS, MAX_USD_CAP_MICROS
+from orcarouter.accounts.limits import (
+    MAX_NETWORKS,
+    MAX_PATTERNS,
+    MAX_RATE_LIMIT,
+    MAX_USD_CAP_MICROS,
+)
 
 # Printable text without control characters; stored as given, always as a bound parameter.
 NAME = r"^[^\x00-\x1f\x7f]+$"
@@ -23,6 +28,16 @@ KeyRole = Literal["member", "viewer", "developer", "admin"]
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# Rate limits (requests/min, tokens/min counting prompt and output, requests in flight).
+def _rate_limit(description: str) -> Any:
+    return Field(default=None, ge=1, le=MAX_RATE_LIMIT, description=description + "; null = none")
+
+
+RPM = "requests per minute"
+TPM = "tokens per minute, prompt and output"
+CONCURRENCY = "requests in flight at once"
 
 
 class RegisterRequest(_Request):
@@ -80,8 +95,19 @@ class WorkspaceCreate(_Request):
     name: str = Field(min_length=1, max_length=200, pattern=NAME)
 
 
+class WorkspaceDetail(WorkspaceOut):
+    """A workspace with its workspace-wide rate limits (shared by all its keys)."""
+
+    rpm_limit: int | None = _rate_limit(RPM)
+    tpm_limit: int | None = _rate_limit(TPM)
+    concurrency_limit: int | None = _rate_limit(CONCURRENCY)
+
+
 class WorkspaceUpdate(_Request):
-    name: str = Field(min_length=1, max_length=200, pattern=NAME)
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME)
+    rpm_limit: int | None = _rate_limit(RPM)
+    tpm_limit: int | None = _rate_limit(TPM)
+    concurrency_limit: int | None = _rate_limit(CONCURRENCY)
 
 
 class MemberOut(BaseModel):
@@ -119,6 +145,9 @@ class KeyCreate(_Request):
     )
     environment: str | None = Field(default=None, max_length=32, pattern=ENVIRONMENT)
     expires_at: datetime | None = Field(default=None, description="null = never")
+    rpm_limit: int | None = _rate_limit(RPM)
+    tpm_limit: int | None = _rate_limit(TPM)
+    concurrency_limit: int | None = _rate_limit(CONCURRENCY)
 
 
 class KeyUpdate(_Request):
@@ -131,6 +160,9 @@ class KeyUpdate(_Request):
     usd_cap_micros: int | None = Field(default=None, ge=0, le=MAX_USD_CAP_MICROS)
     environment: str | None = Field(default=None, max_length=32, pattern=ENVIRONMENT)
     expires_at: datetime | None = None
+    rpm_limit: int | None = _rate_limit(RPM)
+    tpm_limit: int | None = _rate_limit(TPM)
+    concurrency_limit: int | None = _rate_limit(CONCURRENCY)
 
 
 class KeyOut(BaseModel):
@@ -149,6 +181,9 @@ class KeyOut(BaseModel):
     usd_cap_micros: int | None
     environment: str | None
     created_by: str | None
+    rpm_limit: int | None
+    tpm_limit: int | None
+    concurrency_limit: int | None
 
 
 class KeyCreated(KeyOut):

@@ -1,4 +1,5 @@
-"""``/api/workspaces`` and their members: viewers read, admins change."""
+"""``/api/workspaces`` and their members: viewers read, admins change (name, members and the
+workspace-wide rate limits, which bind all the workspace's keys together)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from orcarouter.api.management.schemas import (
     MemberOut,
     MemberUpdate,
     WorkspaceCreate,
+    WorkspaceDetail,
     WorkspaceOut,
     WorkspaceUpdate,
 )
-from orcarouter.store.accounts import LastAdmin, Membership, WorkspaceRow
+from orcarouter.store.accounts import WORKSPACE_LIMITS, LastAdmin, Membership, WorkspaceRow
 from orcarouter.store.repositories import utcnow
 
 router = APIRouter(prefix="/api/workspaces", tags=["workspaces"])
@@ -67,30 +69,46 @@ async def create_workspace(body: WorkspaceCreate, request: Request) -> Workspace
     )
 
 
-@router.get("/{workspace_id}", summary="One workspace")
-async def get_workspace(workspace_id: str, request: Request) -> WorkspaceOut:
+@router.get("/{workspace_id}", summary="One workspace, with its rate limits")
+async def get_workspace(workspace_id: str, request: Request) -> WorkspaceDetail:
     """Viewer and above."""
     access = await authorize(request, workspace_id, Action.READ_WORKSPACE)
     found = await context(request).members.workspace(workspace_id)
     if found is None:
         raise ApiError(404, "workspace_not_found", "no such workspace")
-    return WorkspaceOut(id=found.id, name=found.name, role=access.role, created_at=found.created_at)
+    return WorkspaceDetail(
+        id=found.id,
+        name=found.name,
+        role=access.role,
+        created_at=found.created_at,
+        rpm_limit=found.rpm_limit,
+        tpm_limit=found.tpm_limit,
+        concurrency_limit=found.concurrency_limit,
+    )
 
 
-@router.patch("/{workspace_id}", summary="Rename a workspace")
+@router.patch("/{workspace_id}", summary="Rename a workspace or change its rate limits")
 async def update_workspace(
     workspace_id: str, body: WorkspaceUpdate, request: Request
-) -> WorkspaceOut:
-    """Admin only."""
+) -> WorkspaceDetail:
+    """Admin only; a limit set to null is lifted. New limits hold within a second everywhere."""
     access = await authorize(request, workspace_id, Action.UPDATE_WORKSPACE)
     ctx = context(request)
-    await ctx.members.rename(workspace_id, body.name)
+    changes = body.model_dump(exclude_unset=True)
+    if "name" in changes:
+        if changes["name"] is None:
+            raise ApiError(400, "invalid_request", "name cannot be null")
+        await ctx.members.rename(workspace_id, changes["name"])
+    limits = {k: v for k, v in changes.items() if k in WORKSPACE_LIMITS}
+    if limits:
+        await ctx.members.set_rate_limits(workspace_id, limits)
+        await ctx.key_cache.refresh()
     await ctx.audit.record(
         actor=access.caller.actor,
         action="workspace.updated",
         workspace_id=workspace_id,
         target=("workspace", workspace_id),
-        detail={"name": body.name},
+        detail=changes,
         client_ip=access.caller.client_ip,
     )
     return await get_workspace(workspace_id, request)

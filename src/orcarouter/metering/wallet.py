@@ -1,0 +1,202 @@
+"""Budgets held in memory: workspace wallets and key USD caps, reserve then settle.
+
+Before the upstream call a request reserves its most expensive outcome (the prompt estimate
+plus ``max_tokens`` at the target's prices); the reservation fails, and the request gets 402,
+when the workspace's balance less what is already reserved cannot cover it, or when the key's
+spend plus its reservations would pass the key's cap. After the request the reservation is
+settled at the actual cost: the rest is released at once, and the charge goes to the database
+in the same transaction as the usage record (the writer), so the ledger always sums to the
+recorded costs. Everything here is synchronous: on one event loop a check-and-reserve cannot
+interleave with another, so parallel requests can never overspend.
+
+State is per process. With several workers or replicas the authority is the database balance,
+read back every ``refresh`` (about a second); exact shared reservations across processes need
+the shared store (Redis), which this class's interface is shaped for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_TTL = 900.0  # longest a reservation may stay open (the longest total timeout)
+
+
+@dataclass(slots=True)
+class _Account:
+    """Money one holder has: what the database says, less what is reserved or not yet written."""
+
+    balance: int  # settled, as last read from the database (micro-dollars)
+    reserved: int = 0  # open reservations
+    unwritten: int = 0  # charges settled here whose ledger rows are not committed yet
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved - self.unwritten
+
+
+@dataclass(slots=True)
+class Reservation:
+    """An open hold on a workspace wallet and/or a key cap."""
+
+    request_id: str
+    workspace_id: str | None  # None: the workspace has no wallet (unlimited)
+    key_id: str | None  # None: the key has no cap
+    amount: int
+    expires_at: float
+    released: bool = field(default=False)  # the hold is gone (settled, or expired)
+    charged: bool = field(default=False)  # the actual cost is counted
+
+
+class InsufficientFunds(Exception):
+    """The reservation does not fit; ``reason`` says whose money ran out."""
+
+    def __init__(self, reason: str, needed: int, available: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.needed = needed
+        self.available = available
+
+
+class Budgets:
+    """Workspace wallets and key caps, in micro-dollars."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._wallets: dict[str, _Account] = {}
+        self._caps: dict[str, _Account] = {}  # key id -> cap less lifetime spend
+        self._open: dict[str, Reservation] = {}
+        self.generation = 0  # charges written so far (see ``load``)
+
+    def load(
+        self,
+        wallets: Mapping[str, int],
+        caps: Mapping[str, tuple[int, int]],
+        generation: int | None = None,
+    ) -> bool:
+        """Replace the settled figures with the database's: wallet balances by workspace, and
+        (cap, lifetime spend) by key. Open reservations and unwritten charges are kept.
+
+        ``generation``: the value read before the database was read; if a charge was written
+        since, the figures may already include it and are skipped (False) until next time.
+        """
+        if generation is not None and generation != self.generation:
+            return False
+        self._wallets = _reloaded(self._wallets, wallets)
+        self._caps = _reloaded(self._caps, {k: cap - spent for k, (cap, spent) in caps.items()})
+        return True
+
+    def has_wallet(self, workspace_id: str) -> bool:
+        """Whether the workspace pays from a wallet (without one it is not metered in money)."""
+        return workspace_id in self._wallets
+
+    def available(self, workspace_id: str) -> int | None:
+        """Money the workspace can still reserve (None: no wallet)."""
+        account = self._wallets.get(workspace_id)
+        return account.available if account is not None else None
+
+    def reserve(
+        self,
+        request_id: str,
+        workspace_id: str,
+        key_id: str,
+        amount: int,
+        ttl: float = DEFAULT_TTL,
+    ) -> Reservation:
+        """Hold ``amount`` for the request, or raise ``InsufficientFunds``."""
+        self.expire()
+        wallet = self._wallets.get(workspace_id)
+        cap = self._caps.get(key_id)
+        amount = max(amount, 0)
+        if cap is not None and cap.available < amount:
+            raise InsufficientFunds("the key's USD cap is reached", amount, cap.available)
+        if wallet is not None and wallet.available < amount:
+            raise InsufficientFunds("the workspace balance is too low", amount, wallet.available)
+        if wallet is not None:
+            wallet.reserved += amount
+        if cap is not None:
+            cap.reserved += amount
+        reservation = Reservation(
+            request_id,
+            workspace_id if wallet is not None else None,
+            key_id if cap is not None else None,
+            amount,
+            self._clock() + ttl,
+        )
+        self._open[request_id] = reservation
+        return reservation
+
+    def settle(self, reservation: Reservation, cost: int) -> None:
+        """Release the hold and count the actual cost as charged but not yet written.
+
+        Safe to call twice, and after the reservation expired (the cost still counts).
+        """
+        self._release(reservation)
+        if reservation.charged:
+            return
+        reservation.charged = True
+        for account in self._accounts(reservation):
+            account.unwritten += max(cost, 0)
+
+    def _release(self, reservation: Reservation) -> None:
+        if reservation.released:
+            return
+        reservation.released = True
+        self._open.pop(reservation.request_id, None)
+        for account in self._accounts(reservation):
+            account.reserved -= reservation.amount
+
+    def written(self, workspace_id: str | None, key_id: str | None, cost: int) -> None:
+        """The writer committed a charge: it now lives in the database balance."""
+        self.generation += 1
+        wallet = self._wallets.get(workspace_id or "")
+        if wallet is not None:
+            wallet.unwritten -= cost
+            wallet.balance -= cost
+        cap = self._caps.get(key_id or "")
+        if cap is not None:
+            cap.unwritten -= cost
+            cap.balance -= cost
+
+    def credit(self, workspace_id: str, amount: int) -> None:
+        """A top-up committed to the database (this process made it)."""
+        wallet = self._wallets.get(workspace_id)
+        if wallet is None:
+            self._wallets[workspace_id] = _Account(amount)
+        else:
+            wallet.balance += amount
+
+    def expire(self) -> list[Reservation]:
+        """Release holds older than their time to live (a request that never settled)."""
+        now = self._clock()
+        stale = [r for r in self._open.values() if r.expires_at <= now]
+        for reservation in stale:
+            self._release(reservation)
+        return stale
+
+    def open_reservations(self) -> Iterable[Reservation]:
+        """Reservations not yet settled."""
+        return tuple(self._open.values())
+
+    def _accounts(self, reservation: Reservation) -> list[_Account]:
+        found = []
+        if reservation.workspace_id is not None:
+            wallet = self._wallets.get(reservation.workspace_id)
+            if wallet is not None:
+                found.append(wallet)
+        if reservation.key_id is not None:
+            cap = self._caps.get(reservation.key_id)
+            if cap is not None:
+                found.append(cap)
+        return found
+
+
+def _reloaded(current: dict[str, _Account], settled: Mapping[str, int]) -> dict[str, _Account]:
+    fresh: dict[str, _Account] = {}
+    for holder, balance in settled.items():
+        old = current.get(holder)
+        fresh[holder] = (
+            _Account(balance, old.reserved, old.unwritten) if old is not None else _Account(balance)
+        )
+    return fresh

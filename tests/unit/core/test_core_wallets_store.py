@@ -1,0 +1,85 @@
+"""Wallets, ledger and key spend on every backend: charges land once, with their usage."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from orcarouter.accounts.keys import issue_key
+from orcarouter.metering.usage import UsageRecord
+from orcarouter.store.repositories import utcnow
+from orcarouter.store.wallets import Charge, WalletRepository
+from tests.unit.core.conftest import Store
+
+
+def _row(request_id: str, workspace: str, key: str, cost: int) -> dict[str, Any]:
+    record = UsageRecord(request_id, utcnow(), workspace, key, "openai.chat", False)
+    record.cost_micros = cost
+    record.status_code = 200
+    return record.as_row()
+
+
+async def _key(store: Store, workspace: str = "ws_default") -> str:
+    await store.workspaces.ensure(workspace, "W")
+    issued = await issue_key(store.keys, "k", workspace_id=workspace)
+    return issued.row.id
+
+
+async def test_top_ups_open_a_wallet_and_land_in_the_ledger(any_store: Store) -> None:
+    repo = WalletRepository(any_store.engine)
+    await any_store.workspaces.ensure("ws_a", "A")
+    assert await repo.balance("ws_a") is None
+    assert await repo.top_up("ws_a", 5_000_000, "admin", "first") == 5_000_000
+    assert await repo.top_up("ws_a", -1_000_000, "admin", "refund") == 4_000_000
+    assert await repo.balances() == {"ws_a": 4_000_000}
+    entries = await repo.ledger("ws_a")
+    assert [(e["kind"], e["amount_micros"], e["balance_after_micros"]) for e in entries] == [
+        ("adjustment", -1_000_000, 4_000_000),
+        ("topup", 5_000_000, 5_000_000),
+    ]
+
+
+async def test_charges_are_written_once_with_their_usage(any_store: Store) -> None:
+    repo = WalletRepository(any_store.engine)
+    key = await _key(any_store)
+    await repo.top_up("ws_default", 1_000_000, "admin")
+    rows = [_row(f"req_{n}", "ws_default", key, 1_000 * (n + 1)) for n in range(3)]
+    charges = [Charge(r["request_id"], "ws_default", key, r["cost_micros"]) for r in rows]
+    await repo.write_usage(rows, charges)
+    await repo.write_usage(rows, charges)  # the same batch again: nothing doubles
+    assert await repo.balance("ws_default") == 1_000_000 - 6_000
+    ledger = await repo.ledger("ws_default")
+    charged = [e for e in ledger if e["kind"] == "charge"]
+    assert sorted(-e["amount_micros"] for e in charged) == [1_000, 2_000, 3_000]
+    recorded = [await any_store.usage.get(f"req_{n}") for n in range(3)]
+    assert sum(-e["amount_micros"] for e in charged) == sum(
+        r["cost_micros"] for r in recorded if r is not None
+    )
+    assert await repo.caps() == {}  # no cap on this key: spend is tracked all the same
+    spent = any_store.execute(f"SELECT spent_micros FROM key_spend WHERE key_id = '{key}'")  # noqa: S608 (a generated id)
+    assert spent == [(6_000,)]
+
+
+async def test_charges_without_a_wallet_count_for_the_key_cap(any_store: Store) -> None:
+    repo = WalletRepository(any_store.engine)
+    key = await _key(any_store)
+    any_store.execute(f"UPDATE api_keys SET usd_cap_micros = 50000 WHERE id = '{key}'")  # noqa: S608
+    await repo.write_usage([], [Charge("req_x", "ws_default", key, 7_000)])
+    assert await repo.caps() == {key: (50_000, 7_000)}
+    (entry,) = await repo.ledger("ws_default")
+    assert entry["balance_after_micros"] is None  # no wallet: only the cap moved
+
+
+async def test_concurrent_charges_all_land(any_store: Store) -> None:
+    repo = WalletRepository(any_store.engine)
+    key = await _key(any_store)
+    await repo.top_up("ws_default", 100_000, "admin")
+    batches = [
+        [Charge(f"req_{b}_{n}", "ws_default", key, 100) for n in range(10)] for b in range(5)
+    ]
+    for batch in batches:  # SQLite serializes writers; PostgreSQL takes them in parallel
+        await repo.write_usage([], batch)
+    await asyncio.gather(
+        *(repo.write_usage([], [Charge(f"req_p{n}", "ws_default", key, 100)]) for n in range(5))
+    )
+    assert await repo.balance("ws_default") == 100_000 - 55 * 100
