@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.fleet import Fleet
 from tests.support.gateway import GatewayProcess, closed_port
 from tests.support.replay import ReplayUpstream
 
@@ -14,6 +15,15 @@ OPENAI_UPSTREAM_KEY = "sk-upstream-openai-SECRET-0123456789abcdef"
 ANTHROPIC_UPSTREAM_KEY = "sk-ant-upstream-SECRET-0123456789abcdef"
 GEMINI_UPSTREAM_KEY = "AIza-upstream-gemini-SECRET-0123456789"
 MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def fleet() -> Iterator[Fleet]:
+    """Several fake upstreams whose behaviour a test sets (tests reset it first)."""
+    server = Fleet(retry_after=2)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -7,10 +7,12 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orcarouter.accounts.credentials import CredentialCache, keyring_from
 from orcarouter.accounts.keys import KeyCache
 from orcarouter.accounts.rate_limits import InMemoryRateLimiter
 from orcarouter.api.asgi import Receive, Scope, Send, respond
@@ -18,12 +20,16 @@ from orcarouter.api.billing_routes import BillingRoutes
 from orcarouter.api.catalog_routes import CatalogRoutes
 from orcarouter.api.count_tokens import CountTokensEndpoint
 from orcarouter.api.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
+from orcarouter.api.generation import GenerationEndpoint
 from orcarouter.api.health import HealthEndpoints
 from orcarouter.api.inference import GatewayContext, InferenceEndpoint, new_request_id
 from orcarouter.api.management import build_management_app
 from orcarouter.catalog import Catalog
 from orcarouter.errors import GatewayError, MethodNotAllowed, RouteNotFound
+from orcarouter.metering.pricing import Pricer
 from orcarouter.metering.stats import ModelStats
+from orcarouter.metering.usage import UsageRecord
+from orcarouter.metering.wallet import Budgets
 from orcarouter.metering.writer import UsageWriter
 from orcarouter.providers.probe import HealthProber
 from orcarouter.providers.profiles import ProfileBook
@@ -34,9 +40,11 @@ from orcarouter.routing.select import RouteSelector, chat_candidates
 from orcarouter.routing.table import RouterTable
 from orcarouter.settings import Settings
 from orcarouter.store.analytics import UsageAnalytics
+from orcarouter.store.credentials import CredentialRepository
 from orcarouter.store.database import create_engine_for
-from orcarouter.store.repositories import KeyRepository, UsageRepository
+from orcarouter.store.repositories import KeyRepository, UsageRepository, utcnow
 from orcarouter.store.routers import RouterRepository
+from orcarouter.store.wallets import WalletRepository
 from orcarouter.translate.codecs import codecs
 from orcarouter.transport.client import UpstreamClient
 from orcarouter.transport.egress import EgressFetcher, EgressPolicy
@@ -92,7 +100,18 @@ class Gateway:
         self.usage = UsageRepository(self.engine)
         self.key_cache = KeyCache(self.keys)
         self.rate_limiter = InMemoryRateLimiter()  # per process; Redis when scaled out
+        self.wallets = WalletRepository(self.engine)
+        self.budgets = Budgets()  # per process; the database balance is read back every second
+        self.pricer = Pricer(
+            self.catalog,
+            {p.id: p.protocol for p in settings.providers},
+            settings.pricing.markup_percent,
+        )
+        self.generation = GenerationEndpoint(self.key_cache, self.usage, self.keys)
         self.routers = RouterTable(RouterRepository(self.engine))
+        self.credentials = CredentialCache(
+            CredentialRepository(self.engine), keyring_from(settings)
+        )
         served = served_models(settings, self.catalog)
         universe = chat_candidates(settings.providers, served, self.catalog)
         self.health_book = HealthBook(settings.health, targets=len(universe))
@@ -104,6 +123,7 @@ class Gateway:
             routers=self.routers,
             health=self.health_book,
             retry_budget=self.retry_budget,
+            wallets=self.wallets,
         )
         self.resolver = ModelResolver(settings.providers, served, self.catalog.aliases)
         self.health = HealthEndpoints(self._database_ready)
@@ -131,6 +151,7 @@ class Gateway:
             ("GET", "/readyz"): self.health.readyz,
             **self.catalog_api.routes,
             **self.billing.routes,
+            ("GET", GenerationEndpoint.path): self.generation,
         }
         # Routes whose last parameter may hold slashes (/v1/models/{provider/model}), matched by
         # prefix after the exact-path lookup misses.
@@ -165,10 +186,21 @@ class Gateway:
                 max_redirects=egress_config.max_redirects,
             )
         )
-        writer = UsageWriter(self.usage, self.keys, observers=(self.stats.observe,))
+        writer = UsageWriter(
+            self.usage,
+            self.keys,
+            observers=(self.stats.observe,),
+            price=self.pricer.record_cost,
+            wallets=self.wallets,
+            charged=self._charged,
+        )
+        self.generation.writer = writer
         self.runtime = Runtime(client, writer, egress)
         await self.key_cache.refresh()
         await self.routers.refresh()
+        await self.credentials.refresh()
+        await self._refresh_budgets()
+        await self._sweep_open_records()
         context = GatewayContext(
             keys=self.key_cache,
             resolver=self.resolver,
@@ -185,6 +217,10 @@ class Gateway:
             max_body_bytes=self.settings.max_body_bytes,
             access_log=self.settings.access_log,
             limiter=self.rate_limiter,
+            budgets=self.budgets,
+            pricer=self.pricer,
+            credentials=self.credentials,
+            open_records=self.settings.usage.open_before_upstream,
         )
         for dialect in (OPENAI_CHAT, ANTHROPIC_MESSAGES):
             self._routes[("POST", dialect.path)] = InferenceEndpoint(dialect, context)
@@ -193,6 +229,9 @@ class Gateway:
             asyncio.create_task(writer.run(), name="usage-writer"),
             asyncio.create_task(self.key_cache.run(), name="key-cache"),
             asyncio.create_task(self.routers.run(), name="router-table"),
+            asyncio.create_task(self.credentials.run(), name="credential-cache"),
+            asyncio.create_task(self._budgets_refresher(), name="budgets"),
+            asyncio.create_task(self._sweeper(), name="open-records-sweep"),
         ]
         interval = self.settings.health.probe_interval
         if interval is not None:
@@ -241,6 +280,51 @@ class Gateway:
             if method == route_method and path.startswith(prefix):
                 return route
         return None
+
+    def _sweep_age(self) -> float:
+        configured = self.settings.usage.sweep_after
+        if configured is not None:
+            return configured
+        longest = max((p.timeouts.total for p in self.settings.providers), default=900.0)
+        return longest + 60.0
+
+    async def _sweep_open_records(self) -> None:
+        """Settle requests a stopped process left open (older than any live request can be)."""
+        cutoff = utcnow() - timedelta(seconds=self._sweep_age())
+        try:
+            swept = await self.usage.sweep_open(cutoff)
+        except Exception:
+            log.warning("could not sweep open usage records", exc_info=True)
+            return
+        if swept:
+            log.warning("settled %d requests left open by a stopped process", swept)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(min(self._sweep_age() / 2, 60.0))
+            await self._sweep_open_records()
+
+    def _charged(self, record: UsageRecord) -> None:
+        """The writer committed a request's charge: the budgets see it in the balance now."""
+        cost = record.cost_micros or 0
+        self.budgets.written(record.workspace_id, record.key_id, cost, record.held)
+
+    async def _refresh_budgets(self) -> None:
+        """Read balances and key caps back (top-ups, other processes' charges)."""
+        generation = self.budgets.generation
+        try:
+            balances = await self.wallets.balances()
+            caps = await self.wallets.caps()
+        except Exception:
+            log.warning("budgets refresh failed; keeping the last figures", exc_info=True)
+            return
+        self.budgets.load(balances, caps, generation=generation)
+
+    async def _budgets_refresher(self, interval: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            self.budgets.expire()
+            await self._refresh_budgets()
 
     async def _database_ready(self) -> bool:
         try:

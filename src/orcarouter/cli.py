@@ -1,11 +1,13 @@
 """The command line: ``serve``, ``migrate``, ``keys create|list|revoke``,
-``routers list|create|update|delete`` and ``catalog refresh``."""
+``routers list|create|update|delete``, ``wallet topup|show``, ``credentials new-key|list|rotate``
+and ``catalog refresh``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,17 +16,37 @@ from typing import Any
 import uvicorn
 
 from orcarouter.accounts.bootstrap import bootstrap
+from orcarouter.accounts.credentials import (
+    CredentialError,
+    Keyring,
+    keyring_from,
+    new_secret_key,
+    rotate,
+)
 from orcarouter.accounts.keys import DEFAULT_WORKSPACE, issue_key
 from orcarouter.app import Gateway
 from orcarouter.catalog import CatalogError, refresh_catalog
+from orcarouter.metering.pricing import parse_usd, usd
 from orcarouter.observability.logging import configure_logging
 from orcarouter.routing.routers import DEFAULT_STRATEGY, STRATEGIES, RouterError, check_fields
-from orcarouter.settings import ConfigError, Settings, load_settings
+from orcarouter.settings import (
+    PREVIOUS_SECRET_KEY_ENV,
+    SECRET_KEY_ENV,
+    ConfigError,
+    Settings,
+    decode_secret_key,
+    load_settings,
+    read_secret_keys,
+)
+from orcarouter.store.credentials import CredentialConflict, CredentialRepository
 from orcarouter.store.database import create_engine_for, migrate
 from orcarouter.store.repositories import KeyRepository, WorkspaceRepository
 from orcarouter.store.routers import RouterExists, RouterRepository, RouterRow, new_router_id
+from orcarouter.store.wallets import WalletRepository
 
 log = logging.getLogger("orcarouter")
+
+NEW_SECRET_KEY_ENV = "ORCAROUTER_SECRET_KEY_NEW"  # noqa: S105 - a variable's name
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = keys.add_parser("revoke", help="revoke a key by id")
     revoke.add_argument("key_id")
     _add_router_commands(commands)
+    _add_credential_commands(commands)
+    wallet = commands.add_parser("wallet", help="a workspace's wallet").add_subparsers(
+        dest="wallet_command", required=True
+    )
+    topup = wallet.add_parser("topup", help="add money (a negative amount takes it back)")
+    topup.add_argument("--workspace", default=DEFAULT_WORKSPACE)
+    topup.add_argument("--usd", required=True, help="decimal US dollars, e.g. 25 or 0.50")
+    topup.add_argument("--note")
+    show = wallet.add_parser("show", help="the balance and the newest ledger entries")
+    show.add_argument("--workspace", default=DEFAULT_WORKSPACE)
     catalog = commands.add_parser("catalog", help="the model catalog").add_subparsers(
         dest="catalog_command", required=True
     )
@@ -84,6 +116,15 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "routers":
         migrate(settings.database_url)
         return asyncio.run(_routers(settings, args))
+    if args.command == "wallet":
+        migrate(settings.database_url)
+        return asyncio.run(_wallet(settings, args))
+    if args.command == "credentials":
+        if args.credentials_command == "new-key":
+            print(new_secret_key())
+            return 0
+        migrate(settings.database_url)
+        return asyncio.run(_credentials(settings, args))
     if args.command == "catalog":
         written = refresh_catalog(Path(args.source), Path(args.dest) if args.dest else None)
         print(f"catalog written to {written}")
@@ -164,6 +205,115 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         print(f"orcarouter: no key with id {args.key_id}", file=sys.stderr)
         return 1
+    finally:
+        await engine.dispose()
+
+
+async def _wallet(settings: Settings, args: argparse.Namespace) -> int:
+    engine = create_engine_for(settings.database_url)
+    try:
+        repo = WalletRepository(engine)
+        if args.wallet_command == "topup":
+            try:
+                amount = parse_usd(args.usd)
+            except ValueError as exc:
+                print(f"orcarouter: --usd: {exc}", file=sys.stderr)
+                return 2
+            await WorkspaceRepository(engine).ensure(args.workspace, args.workspace)
+            balance = await repo.top_up(args.workspace, amount, "cli", args.note)
+            print(f"balance: ${usd(balance)}")
+            return 0
+        current = await repo.balance(args.workspace)
+        print("no wallet (not metered)" if current is None else f"balance: ${usd(current)}")
+        for entry in await repo.ledger(args.workspace, 20):
+            when = entry["created_at"].isoformat(timespec="seconds")
+            about = entry["request_id"] or entry["note"] or ""
+            print(f"{when}  {entry['kind']:10}  {usd(entry['amount_micros']):>14}  {about}")
+        return 0
+    finally:
+        await engine.dispose()
+
+
+def _add_credential_commands(commands: Any) -> None:
+    credentials = commands.add_parser(
+        "credentials", help="workspaces' own provider keys (BYOK), encrypted at rest"
+    )
+    verbs = credentials.add_subparsers(dest="credentials_command", required=True)
+    verbs.add_parser("new-key", help=f"print a fresh secret key for {SECRET_KEY_ENV}")
+    listing = verbs.add_parser("list", help="list stored credentials (hints, never the keys)")
+    listing.add_argument("--workspace", help="only this workspace")
+    rotation = verbs.add_parser(
+        "rotate",
+        help="re-encrypt every credential under a new secret key, in one transaction",
+        description=(
+            f"Re-encrypt every stored credential under the key in --new-key-file (or "
+            f"{NEW_SECRET_KEY_ENV}), reading them with {SECRET_KEY_ENV} and "
+            f"{PREVIOUS_SECRET_KEY_ENV}; then switch {SECRET_KEY_ENV} to the new key. Without "
+            f"a new key, re-encrypt rows still under a previous key with {SECRET_KEY_ENV}."
+        ),
+    )
+    rotation.add_argument("--new-key-file", help="a file holding the new secret key")
+
+
+def _new_secret_key(settings: Settings, args: argparse.Namespace) -> str | None:
+    if args.new_key_file:
+        env = {NEW_SECRET_KEY_ENV + "_FILE": args.new_key_file}
+    else:
+        env = {k: v for k, v in os.environ.items() if k.startswith(NEW_SECRET_KEY_ENV)}
+    keys = read_secret_keys(env, NEW_SECRET_KEY_ENV)
+    if len(keys) > 1:
+        raise ConfigError(f"{NEW_SECRET_KEY_ENV} holds one key")
+    return keys[0] if keys else settings.secret_key
+
+
+async def _credentials(settings: Settings, args: argparse.Namespace) -> int:
+    engine = create_engine_for(settings.database_url)
+    repo = CredentialRepository(engine)
+    readable = keyring_from(settings)
+    try:
+        if args.credentials_command == "list":
+            for row in await repo.all():
+                if args.workspace and row.workspace_id != args.workspace:
+                    continue
+                state = "unreadable"
+                if readable is not None and readable.can_open(row.key_version):
+                    state = "current" if row.key_version == readable.current_id else "previous"
+                when = row.updated_at.isoformat(timespec="seconds")
+                print(
+                    f"{row.workspace_id}  {row.provider_id:20}  {row.hint:14}  "
+                    f"key {row.key_version} ({state})  updated {when}"
+                )
+            return 0
+        target_text = _new_secret_key(settings, args)
+        if target_text is None:
+            print(
+                f"orcarouter: give --new-key-file PATH (or {NEW_SECRET_KEY_ENV}); "
+                "make a key with 'orcarouter credentials new-key'",
+                file=sys.stderr,
+            )
+            return 2
+        target = Keyring(decode_secret_key(target_text))
+        try:
+            done = await rotate(repo, readable, target)
+        except CredentialError as exc:
+            print(f"orcarouter: nothing was changed: {exc}", file=sys.stderr)
+            return 1
+        except CredentialConflict:
+            print(
+                "orcarouter: a credential changed meanwhile; nothing was changed, run it again",
+                file=sys.stderr,
+            )
+            return 1
+        print(
+            f"re-encrypted {done.changed} of {done.total} credentials under key {done.key_version}"
+        )
+        if target_text != settings.secret_key:
+            print(
+                f"Now set {SECRET_KEY_ENV} to the new key (and {PREVIOUS_SECRET_KEY_ENV} to the "
+                "old one until every gateway has restarted), then restart the gateways.",
+                file=sys.stderr,
+            )
+        return 0
     finally:
         await engine.dispose()
 

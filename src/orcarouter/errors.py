@@ -15,6 +15,7 @@ happen and re-raised as one of these, so handlers deal with nothing else::
     ├── MethodNotAllowed              405  the path takes another method
     ├── PayloadTooLarge               413  request_too_large
     ├── ServiceUnavailable            503  the gateway cannot serve right now
+    │   └── CredentialUnavailable     503  the workspace's own provider key cannot be read
     ├── UpstreamError                 the provider answered with an error (status kept)
     ├── UpstreamUnreachable           502  connection refused, reset, DNS
     ├── UpstreamTimeout               504  a connect, first-byte, idle or total timeout
@@ -178,6 +179,13 @@ class ServiceUnavailable(GatewayError):
     code = "service_unavailable"
 
 
+class CredentialUnavailable(ServiceUnavailable):
+    """The workspace stored its own key for the provider (BYOK) and this gateway cannot decrypt
+    it: the request fails rather than go out under the operator's key."""
+
+    code = "credential_unavailable"
+
+
 class UpstreamError(GatewayError):
     """The provider answered with an error status; the status is kept for the client."""
 
@@ -223,3 +231,18 @@ class FallbackExhausted(GatewayError):
 
     status = 502
     code = "fallback_exhausted"
+
+
+class RateLimited(GatewayError):
+    """429: the key's or its workspace's rate limit refuses the request for now; the answer
+    carries ``Retry-After`` (``accounts/rate_limits.py``)."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class InsufficientQuota(GatewayError):
+    """The workspace's balance or the key's USD cap cannot cover the request (402)."""
+
+    status = 402
+    code = "insufficient_user_quota"

@@ -5,6 +5,8 @@ Everything is checked at startup; a bad value stops the gateway with a message n
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
@@ -21,6 +23,12 @@ from orcarouter.catalog.providers import WELL_KNOWN_PROVIDERS
 
 KEY_PREFIX = "sk-orca-"
 _PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+# The key that encrypts workspace provider credentials (BYOK): urlsafe base64 of 32 bytes.
+SECRET_KEY_ENV = "ORCAROUTER_SECRET_KEY"  # noqa: S105 - a variable's name, not a secret
+PREVIOUS_SECRET_KEY_ENV = "ORCAROUTER_SECRET_KEY_PREVIOUS"  # noqa: S105
+SECRET_KEY_BYTES = 32
+_SECRET_KEY_TEXT = re.compile(r"^[A-Za-z0-9_-]{43}=?$")
 
 
 class ConfigError(Exception):
@@ -64,6 +72,17 @@ class EgressConfig(BaseModel):
     timeout: float = Field(default=10.0, gt=0)
     max_redirects: int = Field(default=3, ge=0, le=10)
     max_images_per_request: int = Field(default=20, ge=0)
+
+
+class UsageConfig(BaseModel):
+    """The ``usage:`` section: how the usage ledger survives crashes."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Store each request before its upstream call, so a crash leaves a row to settle.
+    open_before_upstream: bool = True
+    # A row still open this long after it was made belongs to a process that stopped (default:
+    # the longest provider total timeout plus a minute); the sweep settles it as interrupted.
+    sweep_after: float | None = Field(default=None, gt=0)
 
 
 class PricingConfig(BaseModel):
@@ -120,6 +139,7 @@ class FileConfig(BaseModel):
     health: HealthConfig = Field(default_factory=HealthConfig)
     egress: EgressConfig = Field(default_factory=EgressConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
+    usage: UsageConfig = Field(default_factory=UsageConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +179,20 @@ class Settings:
     health: HealthConfig = field(default_factory=HealthConfig)
     egress: EgressConfig = field(default_factory=EgressConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    usage: UsageConfig = field(default_factory=UsageConfig)
+    # BYOK: the key that encrypts workspace provider credentials (None: BYOK is off), and
+    # older keys still accepted for reading while a rotation is under way.
+    secret_key: str | None = field(default=None, repr=False)
+    previous_secret_keys: tuple[str, ...] = field(default=(), repr=False)
 
     def secrets(self) -> tuple[str, ...]:
         """Every secret value the gateway holds, for log redaction."""
         values = [p.api_key for p in self.providers if p.api_key]
         if self.admin_key:
             values.append(self.admin_key)
+        if self.secret_key:
+            values.append(self.secret_key)
+        values.extend(self.previous_secret_keys)
         return tuple(values)
 
 
@@ -187,6 +215,11 @@ def load_settings(config_path: str | None, environ: Mapping[str, str] | None = N
     else:
         providers = _providers_from_environment(env)
     _check_unique(providers)
+    secret_keys = read_secret_keys(env, SECRET_KEY_ENV)
+    if len(secret_keys) > 1:
+        raise ConfigError(
+            f"{SECRET_KEY_ENV} holds one key; older ones go in {PREVIOUS_SECRET_KEY_ENV}"
+        )
     return Settings(
         host=env.get("ORCAROUTER_HOST") or file_config.host or "127.0.0.1",
         port=_int_env(env, "ORCAROUTER_PORT", file_config.port or 8080, 1, 65535),
@@ -211,7 +244,50 @@ def load_settings(config_path: str | None, environ: Mapping[str, str] | None = N
         health=file_config.health,
         egress=file_config.egress,
         pricing=file_config.pricing,
+        usage=file_config.usage,
+        secret_key=secret_keys[0] if secret_keys else None,
+        previous_secret_keys=tuple(
+            k for k in read_secret_keys(env, PREVIOUS_SECRET_KEY_ENV) if k not in secret_keys
+        ),
     )
+
+
+def decode_secret_key(text: str) -> bytes:
+    """The 32 key bytes of a urlsafe-base64 secret key; ``ValueError`` (never showing the
+    value) when it is not one."""
+    if not _SECRET_KEY_TEXT.match(text):
+        raise ValueError(f"must be urlsafe base64 of {SECRET_KEY_BYTES} bytes (44 characters)")
+    try:
+        material = base64.urlsafe_b64decode(text.rstrip("=") + "=")
+    except binascii.Error:
+        raise ValueError("is not valid urlsafe base64") from None
+    if len(material) != SECRET_KEY_BYTES:
+        raise ValueError(f"must decode to {SECRET_KEY_BYTES} bytes")
+    return material
+
+
+def read_secret_keys(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """The secret keys in the variable ``name``, or in the file named by ``name_FILE`` (one of
+    the two): separated by commas or line breaks, each checked by ``decode_secret_key``."""
+    value = env.get(name) or ""
+    path = env.get(name + "_FILE") or ""
+    if value and path:
+        raise ConfigError(f"set {name} or {name}_FILE, not both")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {name}_FILE {path}: {exc.strerror}") from exc
+    keys = tuple(dict.fromkeys(k for k in re.split(r"[\s,]+", value) if k))
+    for key in keys:
+        try:
+            decode_secret_key(key)
+        except ValueError as exc:
+            source = f"{name}_FILE {path}" if path else name
+            raise ConfigError(
+                f"{source}: a key {exc}; make one with 'orcarouter credentials new-key'"
+            ) from None
+    return keys
 
 
 def _read_file(path: Path) -> FileConfig:

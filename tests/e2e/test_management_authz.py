@@ -40,9 +40,18 @@ class Targets:
     key_id: str
 
 
+# A provider to store workspace credentials for, and a secret key so BYOK is on.
+MATRIX_PROVIDER = {"id": "openai", "protocol": "openai", "base_url": "http://127.0.0.1:9/v1"}
+MATRIX_SECRET_KEY = "bWF0cml4LXRlc3Qtc2VjcmV0LWtleS0zMi1ieXRlcyE="
+
+
 @pytest.fixture(scope="module")
 def gateway_for_matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    process = start_gateway(tmp_path_factory.mktemp("mgmt-matrix"))
+    process = start_gateway(
+        tmp_path_factory.mktemp("mgmt-matrix"),
+        providers=[MATRIX_PROVIDER],
+        env={"ORCAROUTER_SECRET_KEY": MATRIX_SECRET_KEY},
+    )
     yield process
     process.stop()
 
@@ -175,8 +184,30 @@ def _patch_member(_w: World, t: Targets) -> dict[str, str]:
     return {"user_id": t.patch_member}
 
 
+def _top_up(_w: World, _t: Targets) -> dict[str, str]:
+    return {"amount_usd": "1.25", "note": "matrix"}
+
+
 def _the_key(_w: World, t: Targets) -> dict[str, str]:
     return {"key_id": t.key_id}
+
+
+def _provider_key(_w: World, _t: Targets) -> dict[str, str]:
+    return {"api_key": "sk-matrix-workspace-key-0123456789"}
+
+
+def _the_provider(_w: World, _t: Targets) -> dict[str, str]:
+    return {"provider_id": "openai"}
+
+
+def _ensure_credential(world: World, targets: Targets) -> dict[str, str]:
+    world.api.call(
+        "PUT",
+        f"/api/workspaces/{world.workspace}/credentials/openai",
+        _provider_key(world, targets),
+        world.tokens["admin"],
+    )
+    return _the_provider(world, targets)
 
 
 ROUTES = (
@@ -206,6 +237,12 @@ ROUTES = (
     Route("GET", WS + "/analytics", "viewer", 200),
     Route("GET", WS + "/usage.csv", "viewer", 200),
     Route("GET", "/api/health/targets", None, 200),
+    Route("GET", WS + "/wallet", "viewer", 200),
+    Route("GET", WS + "/wallet/ledger", "viewer", 200),
+    Route("POST", WS + "/wallet/topups", "admin", 201, _top_up),
+    Route("GET", WS + "/credentials", "viewer", 200),
+    Route("PUT", WS + "/credentials/{provider_id}", "admin", 200, _provider_key, _the_provider),
+    Route("DELETE", WS + "/credentials/{provider_id}", "admin", 204, None, _ensure_credential),
 )
 
 

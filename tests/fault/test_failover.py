@@ -38,14 +38,6 @@ UPSTREAMS: dict[str, tuple[str, str, str]] = {
 MakeGateway = Callable[..., GatewayProcess]
 
 
-@pytest.fixture(scope="module")
-def fleet() -> Iterator[Fleet]:
-    server = Fleet(retry_after=2)
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def make_gateway(fleet: Fleet, tmp_path: Path) -> Iterator[MakeGateway]:
     """Start a gateway serving the named upstreams, with the given health settings."""

@@ -51,7 +51,7 @@ async def _abandon(gateway: GatewayProcess, model: str, stream: bool, read_first
 async def _record_of(gateway: GatewayProcess, model: str) -> dict[str, object]:
     for _ in range(100):
         rows = gateway.query("SELECT * FROM usage_records WHERE model_requested = ?", (model,))
-        if rows:
+        if rows and rows[0]["outcome"] != "open":  # settled, not just stored before the call
             return rows[0]
         await asyncio.sleep(0.05)
     raise AssertionError(f"no usage record for {model}")
@@ -84,6 +84,10 @@ async def test_client_disconnect_cancels_upstream(
     assert record["outcome"] == "client_cancelled"
     assert record["status_code"] == 499
     assert record["stream"] == int(stream)
+    # Billed for what the upstream consumed: the prompt (estimated: OpenAI reports usage only
+    # at the end) and, mid-stream, the token that passed.
+    assert isinstance(record["prompt_tokens"], int) and record["prompt_tokens"] > 0
+    assert record["completion_tokens"] == (1 if read_first else 0)
 
 
 def test_openai_stream_reset_after_first_token_ends_with_error_event(

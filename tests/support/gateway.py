@@ -86,6 +86,12 @@ class GatewayProcess:
                 time.sleep(0.05)
         raise RuntimeError("gateway did not become healthy")
 
+    def kill(self) -> None:
+        """SIGKILL: the process dies at once, as in a crash (no shutdown, no drain)."""
+        assert self._proc is not None
+        self._proc.kill()
+        self._proc.wait(5)
+
     def stop(self) -> int:
         """SIGTERM, wait for the graceful shutdown, return the exit code."""
         assert self._proc is not None
@@ -102,11 +108,12 @@ class GatewayProcess:
         return self.workdir / "data" / "orcarouter.db"
 
     def usage_record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
-        """The usage record of ``request_id`` once the batch writer has committed it."""
+        """The settled usage record of ``request_id`` once the batch writer has committed it
+        (a request is stored ``open`` before its upstream call, and settled after it)."""
         deadline = time.monotonic() + timeout
         while True:
             rows = self.query("SELECT * FROM usage_records WHERE request_id = ?", (request_id,))
-            if rows:
+            if rows and rows[0]["outcome"] != "open":
                 return rows[0]
             if time.monotonic() > deadline:
                 raise AssertionError(f"no usage record for {request_id}")

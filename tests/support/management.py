@@ -95,12 +95,20 @@ class World:
         return created
 
 
-def start_gateway(workdir: Path) -> GatewayProcess:
-    """A gateway with open registration, no providers and its own database."""
+def start_gateway(
+    workdir: Path,
+    providers: list[dict[str, Any]] | None = None,
+    env: dict[str, str] | None = None,
+) -> GatewayProcess:
+    """A gateway with open registration, its own database and (by default) no providers."""
     process = GatewayProcess(
         workdir,
-        {"providers": []},
-        env={"ORCAROUTER_ADMIN_KEY": ADMIN_KEY, "ORCAROUTER_OPEN_REGISTRATION": "true"},
+        {"providers": providers or []},
+        env={
+            "ORCAROUTER_ADMIN_KEY": ADMIN_KEY,
+            "ORCAROUTER_OPEN_REGISTRATION": "true",
+            **(env or {}),
+        },
     )
     process.start()
     return process

@@ -1,6 +1,7 @@
 """Workspace roles and what each may do: the one authorization policy of the management API.
 
-Viewer reads, Developer also manages keys, Admin also manages the workspace and its members.
+Viewer reads, Developer also manages keys, Admin also manages the workspace, its members and
+its own provider credentials (BYOK).
 A key's role is its scope: ``member`` keys call models only, the others act in the management
 API with the workspace role of the same name.
 """
@@ -30,6 +31,10 @@ class Action(Enum):
     READ_KEYS = "keys.read"
     MANAGE_KEYS = "keys.manage"
     READ_AUDIT = "audit.read"
+    READ_BILLING = "billing.read"
+    MANAGE_BILLING = "billing.manage"
+    READ_CREDENTIALS = "credentials.read"
+    MANAGE_CREDENTIALS = "credentials.manage"
 
 
 _REQUIRED: dict[Action, str] = {
@@ -40,6 +45,10 @@ _REQUIRED: dict[Action, str] = {
     Action.READ_KEYS: VIEWER,
     Action.MANAGE_KEYS: DEVELOPER,
     Action.READ_AUDIT: ADMIN,
+    Action.READ_BILLING: VIEWER,
+    Action.MANAGE_BILLING: ADMIN,
+    Action.READ_CREDENTIALS: VIEWER,
+    Action.MANAGE_CREDENTIALS: ADMIN,
 }
 
 

@@ -69,7 +69,12 @@ class CountTokensEndpoint:
                     raise denied
             exchange.headers.append((b"x-orca-resolved-model", target.model_id.encode()))
             if target.provider.protocol == "anthropic":
-                await self._forward(target, payload, headers, exchange, send)
+                provider = target.provider
+                if self._ctx.credentials is not None:  # the workspace's own key (BYOK)
+                    provider = self._ctx.credentials.provider_for(principal.workspace_id, provider)
+                await self._forward(
+                    Target(provider, target.upstream_model), payload, headers, exchange, send
+                )
             elif target.provider.protocol == "openai":
                 await self._estimate(target, payload, exchange, send)
             else:

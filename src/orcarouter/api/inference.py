@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from orcarouter.accounts.access import check_access, model_access_error, model_allowed
+from orcarouter.accounts.credentials import CredentialCache
 from orcarouter.accounts.keys import KeyCache, Principal
 from orcarouter.accounts.rate_limits import (
     InMemoryRateLimiter,
@@ -50,10 +51,11 @@ from orcarouter.api.relay import (
     relay_error,
     relay_stream,
 )
-from orcarouter.canonical import Request
+from orcarouter.canonical import Request, Usage
 from orcarouter.errors import (
     FallbackExhausted,
     GatewayError,
+    InsufficientQuota,
     InvalidJSON,
     InvalidRequest,
     ProtocolMismatch,
@@ -62,8 +64,10 @@ from orcarouter.errors import (
     UpstreamTimeout,
     UpstreamUnreachable,
 )
+from orcarouter.metering.pricing import Pricer, usd
 from orcarouter.metering.stats import classify
 from orcarouter.metering.usage import UsageRecord
+from orcarouter.metering.wallet import Budgets, InsufficientFunds, Reservation
 from orcarouter.metering.writer import UsageWriter
 from orcarouter.providers.base import ProviderProtocol
 from orcarouter.providers.exchange import ExchangePlan, Passthrough, Translated, untranslatable
@@ -145,6 +149,10 @@ class GatewayContext:
     max_body_bytes: int
     access_log: bool
     limiter: RateLimiter = field(default_factory=InMemoryRateLimiter)
+    budgets: Budgets = field(default_factory=Budgets)
+    open_records: bool = True  # store each request before its upstream call (crash safety)
+    pricer: Pricer | None = None
+    credentials: CredentialCache | None = None  # workspaces' own provider keys (BYOK)
 
 
 FOREIGN_SIGNATURE_MARK = b'"' + FOREIGN_SIGNATURE_PREFIX.encode()
@@ -238,6 +246,23 @@ def decide_route(
     )
 
 
+def cancelled_usage(record: UsageRecord, prompt: tuple[Mapping[str, Any], int]) -> Usage | None:
+    """What a request the client walked away from consumed upstream: the usage the upstream
+    reported so far, its output raised to the tokens that passed (estimated from the deltas
+    seen), and the prompt estimated when the upstream had not reported it yet."""
+    if record.model_served is None:
+        return record.usage  # nothing reached an upstream
+    usage, produced = record.usage, record.produced
+    if usage is None:
+        payload, body_bytes = prompt
+        return Usage(
+            input_tokens=needs_of(payload, body_bytes).prompt_tokens, output_tokens=produced
+        )
+    if produced > usage.output_tokens:
+        return replace(usage, output_tokens=produced)
+    return usage
+
+
 class InferenceEndpoint:
     """One inference route (``/v1/chat/completions`` or ``/v1/messages``) as an ASGI app."""
 
@@ -288,15 +313,21 @@ class InferenceEndpoint:
         assert task is not None
         watcher: asyncio.Future[None] | None = None
         lease: Lease | None = None
+        reservation: Reservation | None = None
+        prompt_bytes: tuple[Mapping[str, Any], int] | None = None
         budget = self._ctx.budget
         budget.enter()
         try:
             body = await read_body(receive, headers, self._ctx.max_body_bytes)
             request = decode_payload(body)
+            prompt_bytes = (request.payload, len(body))
             record.model_requested, record.stream = check_payload(request.payload)
             route = self._route(principal, record, request, len(body), exchange)
             if principal.limit_scopes:
                 lease = await self._admit(principal, request.payload, len(body), exchange, record)
+            reservation = self._reserve(principal, route, request, len(body), record)
+            if self._ctx.open_records:
+                await self._ctx.writer.open(record)
             watcher = asyncio.ensure_future(_watch_disconnect(receive, task, exchange))
             await self._serve_route(route, request, headers, exchange, record, send)
         except GatewayError as error:
@@ -310,7 +341,11 @@ class InferenceEndpoint:
                 raise
             task.uncancel()
             record.status_code, record.outcome = 499, "client_cancelled"
+            if prompt_bytes is not None:
+                record.usage = cancelled_usage(record, prompt_bytes)
         finally:
+            if reservation is not None:  # every path: the hold goes, the actual cost counts
+                self._settle(reservation, record)
             if lease is not None:  # every path: errors, disconnects, streams that end or break
                 usage = record.usage
                 self._ctx.limiter.finish(lease, usage.total_tokens if usage else None)
@@ -341,6 +376,49 @@ class InferenceEndpoint:
             record.error_type = "rate_limited"
             raise RateLimited(admission.message)
         return admission
+
+    def _reserve(
+        self,
+        principal: Principal,
+        route: Route,
+        request: ClientRequest,
+        body_bytes: int,
+        record: UsageRecord,
+    ) -> Reservation | None:
+        """Hold the request's worst case against the wallet and the key's cap, else 402."""
+        budgets, pricer = self._ctx.budgets, self._ctx.pricer
+        if pricer is None or not budgets.metered(principal.workspace_id, principal.key_id):
+            return None
+        payload = request.payload
+        prompt = needs_of(payload, body_bytes).prompt_tokens
+        limit = payload.get("max_tokens", payload.get("max_completion_tokens"))
+        max_output = limit if isinstance(limit, int) and limit > 0 else None
+        choices = wanted_choices(payload) if not self.dialect.anthropic else 1
+        worst = choices * max(
+            (
+                pricer.worst_case(t.provider.id, t.model_id, prompt, max_output)
+                for t in route.targets
+            ),
+            default=0,
+        )
+        try:
+            return budgets.reserve(
+                record.request_id, principal.workspace_id, principal.key_id, worst
+            )
+        except InsufficientFunds as exc:
+            record.error_type = InsufficientQuota.code
+            raise InsufficientQuota(
+                f"{exc.reason}: this request may cost up to ${usd(exc.needed)} and "
+                f"${usd(max(exc.available, 0))} is available"
+            ) from None
+
+    def _settle(self, reservation: Reservation, record: UsageRecord) -> None:
+        """Release the hold; the actual cost is what the writer will charge."""
+        assert self._ctx.pricer is not None  # a reservation implies a pricer
+        cost = self._ctx.pricer.record_cost(record)
+        record.cost_micros = cost
+        self._ctx.budgets.settle(reservation, cost or 0)
+        record.held = (reservation.workspace_id is not None, reservation.key_id is not None)
 
     def _route(
         self,
@@ -500,6 +578,8 @@ class InferenceEndpoint:
         target, protocol, plan = attempt.target, attempt.protocol, attempt.plan
         catch, fan_out = attempt.catch, attempt.fan_out
         provider = target.provider
+        if self._ctx.credentials is not None:  # the workspace's own key, when it stored one
+            provider = self._ctx.credentials.provider_for(record.workspace_id, provider)
         request = UpstreamRequest(
             url=protocol.url(provider, record.stream, target.upstream_model),
             headers=protocol.headers(provider, headers),

@@ -219,6 +219,7 @@ async def relay_stream(
         await end_with_error(error, exchange, record, send)
     finally:
         record.usage = observer.usage
+        record.produced = observer.produced
         record.upstream_model = observer.upstream_model
         if observer.error_type is not None:
             record.outcome = "error"

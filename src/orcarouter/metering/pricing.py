@@ -13,13 +13,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 from orcarouter.canonical import Usage
 from orcarouter.catalog import Catalog, Price
 from orcarouter.metering.usage import UsageRecord
 
 _MICROS = Decimal(1_000_000)
+DEFAULT_MAX_OUTPUT = 4096  # a model with no output limit in the catalog, for reservations
+# The prompt estimate (``routing.needs``, bytes / 4) is a guess; a hold takes twice it, so
+# that text a tokenizer splits finely (code, most non-English) is still covered.
+PROMPT_HOLD_FACTOR = 2
 
 # Anthropic bills 1-hour cache writes at twice the input rate (5-minute writes at the
 # catalog's cache-write rate, 1.25x): https://docs.claude.com/en/docs/build-with-claude/prompt-caching#pricing
@@ -85,6 +89,24 @@ def _hour_cache_writes(usage: Usage) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
+MAX_MOVEMENT_MICROS = 10**15  # one billion dollars in one top-up or adjustment
+
+
+def parse_usd(text: str) -> int:
+    """``"12.5"`` -> ``12_500_000`` micro-dollars; ValueError for anything else (finer than a
+    micro-dollar, zero, or over a billion)."""
+    try:
+        value = Decimal(text.strip()) * _MICROS
+    except (InvalidOperation, ValueError):
+        raise ValueError("the amount must be a decimal number of US dollars") from None
+    if not value.is_finite() or value != value.to_integral_value():
+        raise ValueError("the amount has more than 6 decimal places")
+    micros = int(value)
+    if micros == 0 or abs(micros) > MAX_MOVEMENT_MICROS:
+        raise ValueError("the amount must be non-zero and at most 1e9 dollars")
+    return micros
+
+
 def usd(micros: int) -> str:
     """Micro-dollars as a decimal USD string (``1234`` -> ``"0.001234"``)."""
     return format(Decimal(micros) / _MICROS, "f")
@@ -112,6 +134,20 @@ class Pricer:
             return None
         info = self._catalog.get(provider_id, model.removeprefix(provider_id + "/"))
         return info.price_at(self._today()) if info is not None else None
+
+    def worst_case(
+        self, provider_id: str, model: str, prompt_tokens: int, max_output: int | None
+    ) -> int:
+        """The most a request may cost on this target: its prompt estimate plus its output
+        limit (the request's ``max_tokens``, else the model's), at today's price; 0 unpriced."""
+        price = self.price(provider_id, model)
+        if price is None:
+            return 0
+        if max_output is None:
+            info = self._catalog.get(provider_id, model.removeprefix(provider_id + "/"))
+            max_output = (info.max_output if info is not None else None) or DEFAULT_MAX_OUTPUT
+        usage = Usage(input_tokens=prompt_tokens * PROMPT_HOLD_FACTOR, output_tokens=max_output)
+        return cost_micros(usage, price, self._markup)
 
     def record_cost(self, record: UsageRecord) -> int | None:
         """The cost of a finished request (its served model, its usage)."""

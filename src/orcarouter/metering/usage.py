@@ -38,6 +38,9 @@ class UsageRecord:
     ttft_ms: int | None = None
     route_reason: str | None = None  # a router's decision as JSON (routing.RouteDecision)
     cost_micros: int | None = None  # USD x 1e6, set when priced (metering.pricing)
+    # Not stored: whether a settled reservation counted the cost (wallet, key cap).
+    held: tuple[bool, bool] = (False, False)
+    produced: int = 0  # not stored: output tokens estimated from the stream deltas relayed
 
     def as_row(self) -> dict[str, Any]:
         """The record as column values."""

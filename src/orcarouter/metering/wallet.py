@@ -87,6 +87,10 @@ class Budgets:
         self._caps = _reloaded(self._caps, {k: cap - spent for k, (cap, spent) in caps.items()})
         return True
 
+    def metered(self, workspace_id: str, key_id: str) -> bool:
+        """Whether a request of this key must reserve (a wallet, or a USD cap, applies)."""
+        return workspace_id in self._wallets or key_id in self._caps
+
     def has_wallet(self, workspace_id: str) -> bool:
         """Whether the workspace pays from a wallet (without one it is not metered in money)."""
         return workspace_id in self._wallets
@@ -147,16 +151,25 @@ class Budgets:
         for account in self._accounts(reservation):
             account.reserved -= reservation.amount
 
-    def written(self, workspace_id: str | None, key_id: str | None, cost: int) -> None:
-        """The writer committed a charge: it now lives in the database balance."""
+    def written(
+        self,
+        workspace_id: str | None,
+        key_id: str | None,
+        cost: int,
+        counted: tuple[bool, bool] = (False, False),
+    ) -> None:
+        """The writer committed a charge: it now lives in the database balance.
+
+        ``counted``: whether a settled reservation already counted it (wallet, key cap).
+        """
         self.generation += 1
         wallet = self._wallets.get(workspace_id or "")
         if wallet is not None:
-            wallet.unwritten -= cost
+            wallet.unwritten -= cost if counted[0] else 0
             wallet.balance -= cost
         cap = self._caps.get(key_id or "")
         if cap is not None:
-            cap.unwritten -= cost
+            cap.unwritten -= cost if counted[1] else 0
             cap.balance -= cost
 
     def credit(self, workspace_id: str, amount: int) -> None:

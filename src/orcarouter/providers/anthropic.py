@@ -59,6 +59,9 @@ def merge_anthropic_usage(previous: Usage | None, raw: Any) -> Usage | None:
     return replace(previous, **changes)
 
 
+DELTA_OVERHEAD_BYTES = 70  # {"type":"content_block_delta","index":0,"delta":{…}} without text
+
+
 class AnthropicStreamObserver(ObservedStream):
     """Reads usage from ``message_start``/``message_delta`` and the end from ``message_stop``."""
 
@@ -88,6 +91,9 @@ class AnthropicStreamObserver(ObservedStream):
                 self.error_type = str(kind or "api_error")
         elif name == "message_stop":
             self.finished = True
+        elif name == "content_block_delta":
+            # About 4 bytes a token, after the event's own JSON (~70 bytes).
+            self.produced += max(1, (len(event.data) - DELTA_OVERHEAD_BYTES) // 4)
         return event.raw
 
 

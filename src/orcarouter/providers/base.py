@@ -33,10 +33,11 @@ def error_message(body: Any) -> str | None:
 class ObservedStream:
     """What every observer learns from a stream; subclasses read their protocol's events."""
 
-    __slots__ = ("error_type", "finished", "upstream_model", "usage")
+    __slots__ = ("error_type", "finished", "produced", "upstream_model", "usage")
 
     def __init__(self) -> None:
         self.usage: Usage | None = None
+        self.produced = 0  # output tokens estimated from the deltas seen (for cancellations)
         self.upstream_model: str | None = None
         self.finished = False
         self.error_type: str | None = None
@@ -53,6 +54,7 @@ class StreamObserver(Protocol):
     upstream_model: str | None
     finished: bool
     error_type: str | None
+    produced: int
 
     def observe(self, event: SSEEvent) -> bytes:
         """Read one event; return what the client gets for it (``b""`` for nothing)."""

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from orcarouter.canonical import (
+    BlockDelta,
     MessageDelta,
     MessageStart,
     MessageStop,
@@ -170,7 +171,9 @@ class TranslatingObserver(ObservedStream):
         return out
 
     def _note(self, event: StreamEvent) -> None:
-        if isinstance(event, MessageStart):
+        if isinstance(event, BlockDelta):
+            self.produced += max(1, _delta_size(event.delta) // 4)
+        elif isinstance(event, MessageStart):
             self.upstream_model = event.model or self.upstream_model
             self.usage = event.usage or self.usage
         elif isinstance(event, MessageDelta | UsageReport):
@@ -179,3 +182,12 @@ class TranslatingObserver(ObservedStream):
             self.finished = True
         elif isinstance(event, StreamError):
             self.error_type = event.type
+
+
+def _delta_size(delta: object) -> int:
+    """Characters a delta carries (text, thinking or tool-call arguments)."""
+    for name in ("text", "thinking", "partial_json"):
+        value = getattr(delta, name, None)
+        if isinstance(value, str):
+            return len(value)
+    return 4

@@ -58,6 +58,8 @@ class OpenAIStreamObserver(ObservedStream):
             return event.raw
         if self.upstream_model is None and isinstance(chunk.get("model"), str):
             self.upstream_model = chunk["model"]
+        if chunk.get("choices"):
+            self.produced += 1  # compatible servers send about one token per chunk
         usage = chunk.get("usage")
         if isinstance(usage, dict):
             self.usage = usage_from_openai(usage)

@@ -10,15 +10,12 @@ routers already loaded keep working.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol
 
 from orcarouter.routing.routers import RouterSpec, StoredRouter, router_spec
-
-log = logging.getLogger(__name__)
+from orcarouter.state.snapshot import Snapshot
 
 
 class RouterSource(Protocol):
@@ -28,16 +25,14 @@ class RouterSource(Protocol):
     async def version(self) -> tuple[int, datetime | None]: ...
 
 
-class RouterTable:
+class RouterTable(Snapshot[StoredRouter]):
     """Every workspace's routers by (workspace id, name)."""
 
+    what = "router"
+
     def __init__(self, source: RouterSource, *, interval: float = 1.0) -> None:
-        self._source = source
-        self._interval = interval
+        super().__init__(source, interval=interval)
         self._routers: dict[tuple[str, str], RouterSpec] = {}
-        self._version: tuple[int, datetime | None] | None = None
-        self._refreshing: asyncio.Task[None] | None = None
-        self.healthy = False
 
     def get(self, workspace_id: str, name: str) -> RouterSpec | None:
         """The router, from memory only."""
@@ -49,30 +44,8 @@ class RouterTable:
         return sorted(found, key=lambda r: r.name)
 
     def replace(self, routers: Sequence[RouterSpec]) -> None:
-        """Serve exactly these routers (tests, and the refresh below)."""
+        """Serve exactly these routers (tests, and each load)."""
         self._routers = {(r.workspace_id, r.name): r for r in routers}
 
-    async def refresh(self, *, force: bool = False) -> None:
-        """Reload when the stored set changed (single flight)."""
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._load(force))
-        await asyncio.shield(self._refreshing)
-
-    async def _load(self, force: bool) -> None:
-        try:
-            version = await self._source.version()
-            if force or version != self._version:
-                rows = await self._source.all()
-                self.replace([router_spec(row) for row in rows])
-                self._version = version
-        except Exception:
-            self.healthy = False
-            log.warning("router refresh failed; serving the routers already loaded", exc_info=True)
-            return
-        self.healthy = True
-
-    async def run(self) -> None:
-        """Refresh forever, every ``interval`` seconds (cancel to stop)."""
-        while True:
-            await asyncio.sleep(self._interval)
-            await self.refresh()
+    def _apply(self, rows: Sequence[StoredRouter]) -> None:
+        self.replace([router_spec(row) for row in rows])

@@ -35,6 +35,17 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def upsert(engine: AsyncEngine, table: Table, key: str) -> postgresql.Insert | sqlite.Insert:
+    """``INSERT … ON CONFLICT (key) DO UPDATE`` every other column, in the engine's dialect."""
+    if engine.dialect.name == "postgresql":
+        pg = postgresql.insert(table)
+        changes = {c.name: pg.excluded[c.name] for c in table.columns if c.name != key}
+        return pg.on_conflict_do_update(index_elements=[key], set_=changes)
+    lite = sqlite.insert(table)
+    changes = {c.name: lite.excluded[c.name] for c in table.columns if c.name != key}
+    return lite.on_conflict_do_update(index_elements=[key], set_=changes)
+
+
 def insert_ignoring_conflicts(
     engine: AsyncEngine, table: Table, *columns: str
 ) -> postgresql.Insert | sqlite.Insert:
@@ -249,6 +260,23 @@ class UsageRepository:
         statement = insert_ignoring_conflicts(self._engine, usage_records, "request_id")
         async with self._engine.begin() as conn:
             await conn.execute(statement, list(rows))
+
+    async def settle_many(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Write finished records in one transaction, replacing their open rows."""
+        if not rows:
+            return
+        async with self._engine.begin() as conn:
+            await conn.execute(upsert(self._engine, usage_records, "request_id"), list(rows))
+
+    async def sweep_open(self, older_than: datetime) -> int:
+        """Settle records left open (by a process that stopped) before ``older_than``."""
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                update(usage_records)
+                .where(usage_records.c.outcome == "open", usage_records.c.created_at < older_than)
+                .values(outcome="interrupted", error_type="gateway_stopped")
+            )
+            return int(result.rowcount or 0)
 
     async def get(self, request_id: str) -> dict[str, Any] | None:
         """One record as a dict, or None."""

@@ -196,3 +196,23 @@ key_spend = Table(
     Column("key_id", String(40), ForeignKey("api_keys.id"), primary_key=True),
     Column("spent_micros", BigInteger, nullable=False),
 )
+
+# Workspace provider credentials (0007, BYOK): a workspace's own API key for a configured
+# provider, AES-256-GCM encrypted (base64 text) under the secret key named by ``key_version``;
+# ``hint`` is the only readable part (``sk-...abcd``). See accounts/credentials.py.
+provider_credentials = Table(
+    "provider_credentials",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("workspace_id", String(40), ForeignKey("workspaces.id"), nullable=False),
+    Column("provider_id", String(64), nullable=False),
+    Column("ciphertext", Text, nullable=False),
+    Column("key_version", String(32), nullable=False),
+    Column("hint", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(40), nullable=True),
+    UniqueConstraint(
+        "workspace_id", "provider_id", name="uq_provider_credentials_workspace_provider"
+    ),
+)

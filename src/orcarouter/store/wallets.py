@@ -1,6 +1,7 @@
 """Wallets, the ledger and key spend: every money movement is one ledger row.
 
-Charges are written with their usage records in one transaction (``write_usage``): the ledger
+Charges are written with their usage records in one transaction (``write_usage``, which
+replaces a record's open row with the settled one): the ledger
 row is keyed by the request id, and the wallet and key spend move only when that row is new,
 so a batch written twice charges once, and the ledger always sums to the recorded costs.
 """
@@ -15,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orcarouter.store.repositories import insert_ignoring_conflicts, utcnow
+from orcarouter.store.repositories import insert_ignoring_conflicts, upsert, utcnow
 from orcarouter.store.schema import api_keys, key_spend, ledger_entries, usage_records, wallets
 
 
@@ -110,8 +111,7 @@ class WalletRepository:
         now = utcnow()
         async with self._engine.begin() as conn:
             if rows:
-                statement = insert_ignoring_conflicts(self._engine, usage_records, "request_id")
-                await conn.execute(statement, list(rows))
+                await conn.execute(upsert(self._engine, usage_records, "request_id"), list(rows))
             for charge in charges:
                 await self._charge(conn, charge, now)
 

@@ -259,3 +259,46 @@ async def test_a_failed_last_used_update_does_not_block_the_ledger(any_store: St
         assert _stored_ids(any_store) == ["req_0001"]
     finally:
         any_store.execute("ALTER TABLE api_keys_away RENAME TO api_keys")
+
+
+async def test_open_rows_share_a_commit_and_are_replaced_when_settled(
+    any_store: Store, running: list[asyncio.Task[None]]
+) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys, interval=0.01)
+    running.append(asyncio.create_task(writer.run()))
+    records = [_record(n) for n in range(5)]
+    opened = await asyncio.gather(*(writer.open(r) for r in records))
+    assert opened == [True] * 5
+    rows = await any_store.usage.all()
+    assert [r["outcome"] for r in rows] == ["open"] * 5
+    for record in records:
+        writer.submit(record)
+    await _eventually(lambda: writer.pending == 0)
+    rows = await any_store.usage.all()
+    assert [r["outcome"] for r in rows] == ["ok"] * 5  # each open row replaced, none added
+    assert rows[-1]["prompt_tokens"] == 104
+
+
+async def test_an_open_the_database_refuses_does_not_stop_the_request(
+    any_store: Store, running: list[asyncio.Task[None]]
+) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys, interval=0.01)
+    writer.open_timeout = 0.5
+    running.append(asyncio.create_task(writer.run()))
+    _break(any_store)
+    try:
+        assert await writer.open(_record(1)) is False
+    finally:
+        _repair(any_store)
+
+
+async def test_the_sweep_settles_only_rows_older_than_the_cutoff(any_store: Store) -> None:
+    old, fresh = _record(1, at=T0), _record(2, at=T0 + timedelta(minutes=20))
+    await any_store.usage.insert_many(
+        [{**old.as_row(), "outcome": "open"}, {**fresh.as_row(), "outcome": "open"}]
+    )
+    assert await any_store.usage.sweep_open(T0 + timedelta(minutes=10)) == 1
+    rows = {r["request_id"]: r for r in await any_store.usage.all()}
+    assert rows["req_0001"]["outcome"] == "interrupted"
+    assert rows["req_0001"]["error_type"] == "gateway_stopped"
+    assert rows["req_0002"]["outcome"] == "open"  # may still be in flight elsewhere

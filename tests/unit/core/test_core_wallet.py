@@ -32,7 +32,7 @@ def test_reservations_never_exceed_the_balance() -> None:
         budgets.settle(reservation, 400)  # each cost less than it reserved
     assert budgets.available("ws") == 50_000 - 50 * 400
     for _ in held:
-        budgets.written("ws", "k", 400)
+        budgets.written("ws", "k", 400, counted=(True, False))
     assert budgets.available("ws") == 30_000
 
 
@@ -42,7 +42,8 @@ def test_without_a_wallet_or_cap_nothing_is_limited() -> None:
     assert reservation.workspace_id is None and reservation.key_id is None
     assert not budgets.has_wallet("ws") and budgets.available("ws") is None
     budgets.settle(reservation, 5)
-    budgets.written("ws", "k", 5)  # harmless
+    budgets.written("ws", "k", 5, counted=(False, False))  # harmless
+    assert not budgets.metered("ws", "k")
 
 
 def test_a_key_cap_is_checked_against_lifetime_spend_and_open_holds() -> None:
@@ -75,7 +76,7 @@ def test_a_reload_racing_a_written_charge_is_skipped() -> None:
     reservation = budgets.reserve("r", "ws", "k", 1_000)
     budgets.settle(reservation, 1_000)
     seen = budgets.generation
-    budgets.written("ws", "k", 1_000)  # the writer committed while the refresher read
+    budgets.written("ws", "k", 1_000, counted=(True, False))  # committed while it read
     assert not budgets.load({"ws": 9_000}, {}, generation=seen)
     assert budgets.available("ws") == 9_000
     assert budgets.load({"ws": 9_000}, {}, generation=budgets.generation)
@@ -93,4 +94,15 @@ def test_a_reload_keeps_open_holds_and_unwritten_charges() -> None:
     budgets.credit("ws", 5_000)
     assert budgets.available("ws") == 27_000
     budgets.credit("new", 100)
-    assert budgets.has_wallet("new")
+    assert budgets.has_wallet("new") and budgets.metered("new", "any key")
+
+
+def test_a_charge_nobody_reserved_still_moves_the_balance_once() -> None:
+    budgets = Budgets()
+    budgets.load({"ws": 1_000}, {"k": (500, 0)})
+    budgets.written("ws", "k", 100)  # e.g. a request admitted before the wallet existed
+    assert budgets.available("ws") == 900
+    budgets.load({"ws": 900}, {"k": (500, 100)}, generation=budgets.generation)
+    assert budgets.available("ws") == 900  # the database agrees; nothing counted twice
+    with pytest.raises(InsufficientFunds):
+        budgets.reserve("r", "ws", "k", 401)

@@ -1,4 +1,5 @@
-"""The management REST API under ``/api/``: users, workspaces, members, keys, audit log.
+"""The management REST API under ``/api/``: users, workspaces, members, keys, provider
+credentials, audit log.
 
 FastAPI, because its OpenAPI document is generated from the typed handlers and it runs off
 the hot path (the inference routes stay raw ASGI). ``build_management_app`` is the one entry.
@@ -17,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException
 
 from orcarouter.accounts.audit import AuditTrail
+from orcarouter.accounts.credentials import CredentialAdmin, keyring_from
 from orcarouter.accounts.key_admin import KeyAdmin
 from orcarouter.accounts.keys import KeyCache
 from orcarouter.accounts.passwords import Passwords
@@ -26,9 +28,11 @@ from orcarouter.api.management import (
     analytics_routes,
     audit_routes,
     auth_routes,
+    credential_routes,
     health_routes,
     key_routes,
     router_routes,
+    wallet_routes,
     workspace_routes,
 )
 from orcarouter.api.management.body_limit import ASGIApp, BodyLimit
@@ -41,8 +45,10 @@ from orcarouter.settings import Settings
 from orcarouter.store.accounts import SessionRepository, UserRepository, WorkspaceMembers
 from orcarouter.store.analytics import UsageAnalytics
 from orcarouter.store.audit import AuditRepository
+from orcarouter.store.credentials import CredentialRepository
 from orcarouter.store.repositories import KeyRepository
 from orcarouter.store.routers import RouterRepository
+from orcarouter.store.wallets import WalletRepository
 from orcarouter.store.workspace_keys import WorkspaceKeys
 
 __all__ = ["build_management_app"]
@@ -89,6 +95,7 @@ def build_management_app(
     routers: RouterTable | None = None,
     health: HealthBook | None = None,
     retry_budget: RetryBudget | None = None,
+    wallets: WalletRepository | None = None,
 ) -> ASGIApp:
     """The management API as one ASGI app serving every ``/api/…`` path it declares.
 
@@ -115,7 +122,11 @@ def build_management_app(
     app.state.routers = router_routes.RouterAdmin(RouterRepository(engine), routers)
     app.state.health = health
     app.state.retry_budget = retry_budget
+    app.state.wallets = wallets or WalletRepository(engine)
     app.state.analytics = UsageAnalytics(engine)
+    app.state.credentials = CredentialAdmin(
+        CredentialRepository(engine), keyring_from(settings), (p.id for p in settings.providers)
+    )
     modules = (
         auth_routes,
         workspace_routes,
@@ -124,6 +135,8 @@ def build_management_app(
         audit_routes,
         analytics_routes,
         health_routes,
+        wallet_routes,
+        credential_routes,
     )
     for module in modules:
         app.include_router(module.router)
