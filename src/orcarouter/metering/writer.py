@@ -91,7 +91,10 @@ class UsageWriter:
             if not pending:
                 continue
             try:
-                await self._usage.insert_many([row for row, _ in pending])
+                # One writer at a time: SQLite's own lock would make the loser sleep in its
+                # busy handler (milliseconds), which is what an open must never wait for.
+                async with self._flushing:
+                    await self._usage.insert_many([row for row, _ in pending])
             except Exception as exc:
                 log.warning("could not open %d requests", len(pending), exc_info=True)
                 for _, future in pending:
