@@ -46,7 +46,9 @@ def test_a_killed_gateway_leaves_every_request_it_forwarded_settled_after_restar
     gateway = GatewayProcess(tmp_path, _config(fleet), env={"ORCAROUTER_ADMIN_KEY": ADMIN_KEY})
     gateway.start()
     try:
-        assert _chat(gateway) is not None  # one finished request before the crash
+        finished = _chat(gateway)  # one request finished, and its record written, before
+        assert finished is not None
+        gateway.usage_record(finished.headers["x-orca-request-id"])
         fleet.set("slow", "slow")  # every answer now takes 0.7 s
         with concurrent.futures.ThreadPoolExecutor(20) as pool:
             pending = [pool.submit(_chat, gateway) for _ in range(20)]

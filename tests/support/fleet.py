@@ -11,7 +11,6 @@ Hits are counted per upstream.
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter
 from typing import Any
 
@@ -19,6 +18,7 @@ import orjson
 from aiohttp import web
 
 from tests.support.replay import anthropic_event, openai_stream
+from tests.support.server import BackgroundServer
 
 OPENAI_COMPLETION = {
     "id": "chatcmpl-fleet",
@@ -82,23 +82,22 @@ def anthropic_stream(text: str) -> list[bytes]:
 OVERLOADED = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
 
 
-class Fleet:
+class Fleet(BackgroundServer):
     """The server; ``set(name, behaviour)`` changes an upstream at any time."""
 
     def __init__(self, retry_after: int = 2) -> None:
-        self.port = 0
+        super().__init__()
         self.retry_after = retry_after
         self.hits: Counter[str] = Counter()
         self._behaviour: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._runner: web.AppRunner | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        """``/{name}/v1/…``: one upstream per name."""
+        app.router.add_post("/{name}/v1/{tail:.*}", self._handle)
 
     def url(self, name: str) -> str:
         """The base URL of one upstream (``.../{name}/v1``)."""
-        return f"http://127.0.0.1:{self.port}/{name}/v1"
+        return f"{self.base_url}/{name}/v1"
 
     def set(self, name: str, behaviour: str) -> None:
         with self._lock:
@@ -108,31 +107,6 @@ class Fleet:
         with self._lock:
             self._behaviour.clear()
             self.hits.clear()
-
-    def start(self) -> None:
-        self._thread.start()
-        self._started.wait(10)
-
-    def stop(self) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.router.add_post("/{name}/v1/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
-        self._started.set()
-        self._loop.run_forever()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

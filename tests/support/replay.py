@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from tests.support.recordings import Interaction
+from tests.support.server import BackgroundServer
 
 Handler = Callable[[web.Request, "Received"], Awaitable[web.StreamResponse]]
 
@@ -32,36 +33,17 @@ class Received:
     finished: threading.Event = field(default_factory=threading.Event)
 
 
-class ReplayUpstream:
+class ReplayUpstream(BackgroundServer):
     """An aiohttp server in a background thread; ``expect`` queues the next answers."""
 
     def __init__(self) -> None:
-        self.port = 0
+        super().__init__()
         self.received: list[Received] = []
         self._queue: deque[Handler] = deque()
-        self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._started = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._runner: web.AppRunner | None = None
 
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:PORT``."""
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Start serving; returns once the port is bound."""
-        self._thread.start()
-        self._started.wait(10)
-
-    def stop(self) -> None:
-        """Stop the server and its thread."""
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    def add_routes(self, app: web.Application) -> None:
+        """Every path, every method."""
+        app.router.add_route("*", "/{tail:.*}", self._handle)
 
     def expect(self, handler: Handler) -> None:
         """Queue the handler that answers the next upstream request."""
@@ -73,20 +55,6 @@ class ReplayUpstream:
         with self._lock:
             self._queue.clear()
             self.received.clear()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
-        self._started.set()
-        self._loop.run_forever()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()

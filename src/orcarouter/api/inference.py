@@ -463,7 +463,7 @@ class InferenceEndpoint:
                 skipped.append(entry)
             else:
                 targets.append(target)
-        unique = list({t.model_id: t for t in reversed(targets)}.values())[::-1]
+        unique = list({t.model_id: t for t in targets}.values())  # first place, same target
         live = [t for t in unique if self._ctx.health.is_live(t.model_id)]
         return Route(tuple((live or unique)[:MAX_ATTEMPTS]), decision, tuple(skipped))
 

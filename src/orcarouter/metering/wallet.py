@@ -108,8 +108,8 @@ class Budgets:
         amount: int,
         ttl: float = DEFAULT_TTL,
     ) -> Reservation:
-        """Hold ``amount`` for the request, or raise ``InsufficientFunds``."""
-        self.expire()
+        """Hold ``amount`` for the request, or raise ``InsufficientFunds``. (Stale holds are
+        released by ``expire``, which the app calls every second, not on this path.)"""
         wallet = self._wallets.get(workspace_id)
         cap = self._caps.get(key_id)
         amount = max(amount, 0)
