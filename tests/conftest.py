@@ -9,6 +9,12 @@ import pytest
 from tests.support.fleet import Fleet
 from tests.support.gateway import GatewayProcess, closed_port
 from tests.support.replay import ReplayUpstream
+from tests.support.services import (  # noqa: F401 - fixtures for every test
+    postgres_database,
+    postgres_server,
+    redis_server,
+    redis_space,
+)
 
 ADMIN_KEY = "sk-orca-test-admin-0123456789abcdefghijklmnopqrstuv"
 OPENAI_UPSTREAM_KEY = "sk-upstream-openai-SECRET-0123456789abcdef"

@@ -85,6 +85,31 @@ class UsageConfig(BaseModel):
     sweep_after: float | None = Field(default=None, gt=0)
 
 
+class RedisConfig(BaseModel):
+    """The ``redis:`` section: state shared by replicas (rate limits, budgets, health, caches)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str | None = None  # ORCAROUTER_REDIS_URL overrides; None: every part is per process
+    # Refuse to start when Redis is configured but does not answer (ORCAROUTER_REDIS_OPTIONAL=1
+    # starts degraded instead).
+    required_at_startup: bool = True
+    key_prefix: str = Field(default="orca:", min_length=1, max_length=64)
+    # Seconds a failed Redis call keeps the gateway on its per-process fallbacks.
+    retry_interval: float = Field(default=1.0, gt=0, le=60)
+    # While Redis is down each replica enforces this share of every rate limit on its own.
+    fallback_limit_share: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
 class PricingConfig(BaseModel):
     """The ``pricing:`` section: what requests cost (catalog prices, plus an optional markup)."""
 
@@ -140,6 +165,7 @@ class FileConfig(BaseModel):
     egress: EgressConfig = Field(default_factory=EgressConfig)
     pricing: PricingConfig = Field(default_factory=PricingConfig)
     usage: UsageConfig = Field(default_factory=UsageConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +206,7 @@ class Settings:
     egress: EgressConfig = field(default_factory=EgressConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     usage: UsageConfig = field(default_factory=UsageConfig)
+    redis: RedisConfig = field(default_factory=RedisConfig)
     # BYOK: the key that encrypts workspace provider credentials (None: BYOK is off), and
     # older keys still accepted for reading while a rotation is under way.
     secret_key: str | None = field(default=None, repr=False)
@@ -192,6 +219,9 @@ class Settings:
             values.append(self.admin_key)
         if self.secret_key:
             values.append(self.secret_key)
+        redis_password = urlsplit(self.redis.url).password if self.redis.url else None
+        if redis_password:
+            values.append(redis_password)
         values.extend(self.previous_secret_keys)
         return tuple(values)
 
@@ -245,11 +275,27 @@ def load_settings(config_path: str | None, environ: Mapping[str, str] | None = N
         egress=file_config.egress,
         pricing=file_config.pricing,
         usage=file_config.usage,
+        redis=_redis_config(file_config.redis, env),
         secret_key=secret_keys[0] if secret_keys else None,
         previous_secret_keys=tuple(
             k for k in read_secret_keys(env, PREVIOUS_SECRET_KEY_ENV) if k not in secret_keys
         ),
     )
+
+
+def _redis_config(config: RedisConfig, env: Mapping[str, str]) -> RedisConfig:
+    """The file's ``redis:`` section with ``ORCAROUTER_REDIS_URL`` and ``_OPTIONAL`` applied."""
+    changes: dict[str, Any] = {}
+    if env.get("ORCAROUTER_REDIS_URL"):
+        changes["url"] = env["ORCAROUTER_REDIS_URL"]
+    if _bool_env(env, "ORCAROUTER_REDIS_OPTIONAL", False):
+        changes["required_at_startup"] = False
+    if not changes:
+        return config
+    try:
+        return RedisConfig.model_validate({**config.model_dump(), **changes})
+    except ValidationError as exc:
+        raise ConfigError(f"ORCAROUTER_REDIS_URL: {exc.errors()[0]['msg']}") from None
 
 
 def decode_secret_key(text: str) -> bytes:

@@ -10,15 +10,11 @@ PostgreSQL cases skip, unless ``ORCAROUTER_TEST_POSTGRES=require`` makes that a 
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,9 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from orcarouter.store.database import create_engine_for, migrate
 from orcarouter.store.repositories import KeyRepository, UsageRepository, WorkspaceRepository
 
-POSTGRES_URL = os.environ.get(
-    "ORCAROUTER_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
 POSTGRES_DRIVERS = ("asyncpg", "psycopg")
 BACKENDS = ("sqlite", *POSTGRES_DRIVERS)
 
@@ -74,43 +67,6 @@ def run_sql(url: str, sql: str) -> list[tuple[object, ...]]:
             return [tuple(row) for row in result] if result.returns_rows else []
     finally:
         engine.dispose()
-
-
-# --- PostgreSQL: one throw-away database per test --------------------------------------------
-
-
-def _server_conninfo() -> str:
-    """The server URL as libpq takes it (no SQLAlchemy driver suffix)."""
-    return make_url(POSTGRES_URL).set(drivername="postgresql").render_as_string(False)
-
-
-@pytest.fixture(scope="session")
-def postgres_server() -> str:
-    """The reachable server's URL; skips (once per session) when it is not reachable."""
-    try:
-        with psycopg.connect(_server_conninfo(), connect_timeout=3) as conn:
-            conn.execute("SELECT 1")
-    except psycopg.OperationalError as exc:
-        reason = f"PostgreSQL at {make_url(POSTGRES_URL)!r} is unreachable: {exc}".strip()
-        if os.environ.get("ORCAROUTER_TEST_POSTGRES") == "require":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return POSTGRES_URL
-
-
-@pytest.fixture
-def postgres_database(postgres_server: str) -> Iterator[str]:
-    """A new empty database on the server for this test alone (its plain URL); dropped after."""
-    name = f"orcarouter_test_{os.getpid()}_{secrets.token_hex(6)}"
-    with psycopg.connect(_server_conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE template0").format(sql.Identifier(name)))
-    try:
-        yield make_url(postgres_server).set(database=name).render_as_string(False)
-    finally:
-        with psycopg.connect(_server_conninfo(), autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def with_driver(url: str, driver: str) -> str:
