@@ -8,13 +8,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orcarouter.accounts.credentials import CredentialCache, keyring_from
 from orcarouter.accounts.keys import KeyCache
-from orcarouter.accounts.rate_limits import InMemoryRateLimiter
+from orcarouter.accounts.rate_limits import InMemoryRateLimiter, RateLimiter
+from orcarouter.accounts.shared_rate_limits import SharedRateLimiter
 from orcarouter.api.asgi import Receive, Scope, Send, respond
 from orcarouter.api.billing_routes import BillingRoutes
 from orcarouter.api.catalog_routes import CatalogRoutes
@@ -24,13 +26,17 @@ from orcarouter.api.generation import GenerationEndpoint
 from orcarouter.api.health import HealthEndpoints
 from orcarouter.api.inference import GatewayContext, InferenceEndpoint, new_request_id
 from orcarouter.api.management import build_management_app
+from orcarouter.api.metrics_route import MetricsEndpoint
 from orcarouter.catalog import Catalog
 from orcarouter.errors import GatewayError, MethodNotAllowed, RouteNotFound
 from orcarouter.metering.pricing import Pricer
+from orcarouter.metering.shared_budgets import SharedBudgets
 from orcarouter.metering.stats import ModelStats
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.metering.wallet import Budgets
 from orcarouter.metering.writer import UsageWriter
+from orcarouter.observability.logging import configure_logging
+from orcarouter.observability.metrics import Metrics
 from orcarouter.providers.probe import HealthProber
 from orcarouter.providers.profiles import ProfileBook
 from orcarouter.providers.registry import protocols
@@ -38,7 +44,10 @@ from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.resolve import ModelResolver
 from orcarouter.routing.select import RouteSelector, chat_candidates
 from orcarouter.routing.table import RouterTable
-from orcarouter.settings import Settings
+from orcarouter.settings import Settings, load_settings
+from orcarouter.state.invalidation import Invalidation
+from orcarouter.state.redis import SharedStore
+from orcarouter.state.shared_health import HealthSync
 from orcarouter.store.analytics import UsageAnalytics
 from orcarouter.store.credentials import CredentialRepository
 from orcarouter.store.database import create_engine_for
@@ -99,9 +108,24 @@ class Gateway:
         self.keys = KeyRepository(self.engine)
         self.usage = UsageRepository(self.engine)
         self.key_cache = KeyCache(self.keys)
-        self.rate_limiter = InMemoryRateLimiter()  # per process; Redis when scaled out
+        self.metrics = Metrics()
         self.wallets = WalletRepository(self.engine)
-        self.budgets = Budgets()  # per process; the database balance is read back every second
+        # Shared by replicas through Redis when configured; otherwise per process (budgets
+        # then stay exact through the database balance, read back every second).
+        self.shared = _shared_store(settings, self.metrics)
+        self.rate_limiter: RateLimiter
+        self.budgets: Budgets | SharedBudgets
+        if self.shared is not None:
+            self.rate_limiter = SharedRateLimiter(
+                self.shared,
+                self.metrics,
+                fallback_share=settings.redis.fallback_limit_share,
+                lease_ttl=_longest_request(settings) + 60.0,
+            )
+            self.budgets = SharedBudgets(self.shared, self.metrics)
+        else:
+            self.rate_limiter = InMemoryRateLimiter()
+            self.budgets = Budgets()
         self.pricer = Pricer(
             self.catalog,
             {p.id: p.protocol for p in settings.providers},
@@ -115,6 +139,8 @@ class Gateway:
         served = served_models(settings, self.catalog)
         universe = chat_candidates(settings.providers, served, self.catalog)
         self.health_book = HealthBook(settings.health, targets=len(universe))
+        if self.shared is not None:
+            HealthSync(self.health_book, self.shared)
         self.retry_budget = RetryBudget(settings.health.retry_ratio, settings.health.retry_floor)
         self.management = build_management_app(
             self.engine,
@@ -125,8 +151,29 @@ class Gateway:
             retry_budget=self.retry_budget,
             wallets=self.wallets,
         )
+        if self.shared is not None:
+            invalidation = Invalidation(
+                self.shared,
+                (
+                    self.key_cache.refresh,
+                    self.routers.refresh,
+                    self.credentials.refresh,
+                    self._refresh_budgets,
+                ),
+            )
+            self.management = invalidation.wrap(self.management)
         self.resolver = ModelResolver(settings.providers, served, self.catalog.aliases)
-        self.health = HealthEndpoints(self._database_ready)
+        # A replica whose database or Redis is down still serves (known keys from memory, usage
+        # journaled): it reports itself degraded, not unready, so that a shared outage does not
+        # take every replica out of the load balancer at once.
+        self.health = HealthEndpoints(
+            {},
+            degrading={
+                "database": self._database_ready,
+                "redis": self.shared.ping if self.shared is not None else None,
+            },
+            pending=lambda: self.runtime.writer.pending if self.runtime else 0,
+        )
         self.stats = ModelStats()
         self.routes = RouteSelector(
             self.routers,
@@ -152,6 +199,9 @@ class Gateway:
             **self.catalog_api.routes,
             **self.billing.routes,
             ("GET", GenerationEndpoint.path): self.generation,
+            ("GET", MetricsEndpoint.path): MetricsEndpoint(
+                self.metrics, self.key_cache, public=settings.metrics_public
+            ),
         }
         # Routes whose last parameter may hold slashes (/v1/models/{provider/model}), matched by
         # prefix after the exact-path lookup misses.
@@ -175,6 +225,7 @@ class Gateway:
 
     async def startup(self) -> None:
         """Connect, load keys, start the background writer and the key refresher."""
+        await self._connect_shared()
         client = UpstreamClient()
         egress_config = self.settings.egress
         egress = EgressFetcher(
@@ -194,6 +245,12 @@ class Gateway:
             wallets=self.wallets,
             charged=self._charged,
         )
+        writer.use_journal(
+            self.settings.data_dir / "journal",
+            fsync=self.settings.usage.journal_fsync,
+            open_rows=self.settings.usage.open_mode,
+        )
+        await writer.recover()  # what stopped processes left in the journal
         self.generation.writer = writer
         self.runtime = Runtime(client, writer, egress)
         await self.key_cache.refresh()
@@ -233,6 +290,11 @@ class Gateway:
             asyncio.create_task(self._budgets_refresher(), name="budgets"),
             asyncio.create_task(self._sweeper(), name="open-records-sweep"),
         ]
+        self.metrics.usage_spooled.set_function(lambda: writer.pending)
+        if self.shared is not None:
+            self.runtime.tasks.append(asyncio.create_task(self.shared.listen(), name="events"))
+        if isinstance(self.budgets, SharedBudgets):
+            self.runtime.tasks.append(asyncio.create_task(self.budgets.run(), name="holds"))
         interval = self.settings.health.probe_interval
         if interval is not None:
             prober = HealthProber(
@@ -255,8 +317,14 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await runtime.writer.close()
+            if isinstance(self.budgets, SharedBudgets):
+                await self.budgets.close()
+            if isinstance(self.rate_limiter, SharedRateLimiter):
+                await self.rate_limiter.aclose()
             await runtime.client.close()
             await runtime.egress.close()
+        if self.shared is not None:
+            await self.shared.close()
         await self.engine.dispose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -274,6 +342,21 @@ class Gateway:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _connect_shared(self) -> None:
+        """Check Redis before serving: refuse to start without it unless told otherwise."""
+        if self.shared is None:
+            return
+        if await self.shared.ping():
+            self.metrics.up("redis", True)
+            return
+        where = _redis_location(self.settings.redis.url or "")
+        if self.settings.redis.required_at_startup:
+            raise RuntimeError(
+                f"Redis at {where} does not answer; start it, or set "
+                "ORCAROUTER_REDIS_OPTIONAL=1 to serve with per-process fallbacks until it does"
+            )
+        log.error("Redis at %s does not answer; serving degraded until it does", where)
 
     def _prefixed_route(self, method: str, path: str) -> ASGIApp | None:
         for route_method, prefix, route in self._prefixed:
@@ -307,18 +390,13 @@ class Gateway:
     def _charged(self, record: UsageRecord) -> None:
         """The writer committed a request's charge: the budgets see it in the balance now."""
         cost = record.cost_micros or 0
-        self.budgets.written(record.workspace_id, record.key_id, cost, record.held)
+        self.budgets.written(
+            record.workspace_id, record.key_id, cost, record.held, request_id=record.request_id
+        )
 
     async def _refresh_budgets(self) -> None:
         """Read balances and key caps back (top-ups, other processes' charges)."""
-        generation = self.budgets.generation
-        try:
-            balances = await self.wallets.balances()
-            caps = await self.wallets.caps()
-        except Exception:
-            log.warning("budgets refresh failed; keeping the last figures", exc_info=True)
-            return
-        self.budgets.load(balances, caps, generation=generation)
+        await self.budgets.refresh(self.wallets)
 
     async def _budgets_refresher(self, interval: float = 1.0) -> None:
         while True:
@@ -330,8 +408,8 @@ class Gateway:
         try:
             async with asyncio.timeout(2.0), self.engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))
-        except Exception:
-            log.warning("readiness: database unreachable", exc_info=True)
+        except Exception as exc:  # one line: a load balancer may poll this every second
+            log.warning("readiness: database unreachable: %s", str(exc).split("\n", 1)[0])
             return False
         return True
 
@@ -349,3 +427,32 @@ class Gateway:
         anthropic = path.startswith("/v1/messages")
         body = error.anthropic_body() if anthropic else error.openai_body()
         await respond(send, error.status, body, [(b"x-orca-request-id", new_request_id().encode())])
+
+
+def _shared_store(settings: Settings, metrics: Metrics) -> SharedStore | None:
+    config = settings.redis
+    if config.url is None:
+        return None
+    return SharedStore(
+        config.url, prefix=config.key_prefix, retry_interval=config.retry_interval, metrics=metrics
+    )
+
+
+def _longest_request(settings: Settings) -> float:
+    """The longest a request may take (a hold or a concurrency slot lives at least as long)."""
+    return max((p.timeouts.total for p in settings.providers), default=900.0)
+
+
+def _redis_location(url: str) -> str:
+    """Host and port of a Redis URL, never its password."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or parts.path}:{parts.port or 6379}"
+
+
+def create_app() -> Gateway:
+    """One worker's app for ``orcarouter serve --workers N`` (a uvicorn factory): settings from
+    the environment the parent passed on (``ORCAROUTER_CONFIG`` included); the parent has
+    already migrated the database and created the admin key."""
+    settings = load_settings(None)
+    configure_logging(settings.secrets())
+    return Gateway(settings)

@@ -75,14 +75,37 @@ class EgressConfig(BaseModel):
 
 
 class UsageConfig(BaseModel):
-    """The ``usage:`` section: how the usage ledger survives crashes."""
+    """The ``usage:`` section: how the usage ledger survives crashes.
+
+    Every finished record is appended to a local journal (``data_dir/journal``, one segment
+    file per process) before it is queued for the database, so neither a killed process nor a
+    database outage loses it: the next start writes what the journal holds.
+
+    ``open_rows``: where a request is stored before its upstream call, so a crash leaves a
+    trace the next start settles as ``interrupted``. ``journal`` (default): one append to the
+    journal, microseconds. ``database``: an ``open`` row committed first (a group commit shared
+    by concurrent requests, milliseconds per request), settled by the sweep after
+    ``sweep_after``. ``off``: nothing. ``open_before_upstream`` is the older switch, still
+    read: ``false`` means ``off`` whatever ``open_rows`` says (``open_mode`` is the result).
+
+    ``journal_fsync``: ``interval`` flushes the journal to disk every writer tick (50 ms) in a
+    background thread, so a machine crash loses at most that; ``never`` leaves it to the OS (a
+    killed process still loses nothing).
+    """
 
     model_config = ConfigDict(extra="forbid")
-    # Store each request before its upstream call, so a crash leaves a row to settle.
-    open_before_upstream: bool = True
-    # A row still open this long after it was made belongs to a process that stopped (default:
-    # the longest provider total timeout plus a minute); the sweep settles it as interrupted.
+    open_rows: Literal["journal", "database", "off"] = "journal"
+    open_before_upstream: bool = True  # older switch: false means open_rows: off
+    journal_fsync: Literal["interval", "never"] = "interval"
+    # A database row still open this long after it was made belongs to a process that stopped
+    # (default: the longest provider total timeout plus a minute); the sweep settles it as
+    # interrupted.
     sweep_after: float | None = Field(default=None, gt=0)
+
+    @property
+    def open_mode(self) -> Literal["journal", "database", "off"]:
+        """``open_rows`` with ``open_before_upstream: false`` taken into account."""
+        return self.open_rows if self.open_before_upstream else "off"
 
 
 class RedisConfig(BaseModel):
@@ -202,6 +225,8 @@ class Settings:
     # Anyone may register (and get a workspace) through the management API; otherwise only
     # the first user may.
     open_registration: bool = False
+    # ``GET /metrics`` for anyone (a scraper inside a private network); else the admin key only.
+    metrics_public: bool = False
     health: HealthConfig = field(default_factory=HealthConfig)
     egress: EgressConfig = field(default_factory=EgressConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
@@ -271,6 +296,7 @@ def load_settings(config_path: str | None, environ: Mapping[str, str] | None = N
         providers=providers,
         model_overrides=tuple(file_config.models),
         open_registration=_bool_env(env, "ORCAROUTER_OPEN_REGISTRATION", False),
+        metrics_public=_bool_env(env, "ORCAROUTER_METRICS_PUBLIC", False),
         health=file_config.health,
         egress=file_config.egress,
         pricing=file_config.pricing,

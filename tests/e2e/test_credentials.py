@@ -257,3 +257,33 @@ def test_a_rotation_by_the_cli_keeps_requests_on_the_workspace_key(
     for secret in (WORKSPACE_KEY, old_key, new_key):
         assert secret not in logs
     assert WORKSPACE_KEY.encode() not in _stored_bytes(process)
+
+
+def test_a_429_on_a_workspace_key_cools_the_model_for_that_workspace_only(
+    byok_and_other: tuple[GatewayProcess, str], upstream: ReplayUpstream
+) -> None:
+    byok, other = byok_and_other
+    assert _manage(byok, "PUT", "/openai", {"api_key": WORKSPACE_KEY}).status == 200
+    try:
+        _until_sent(byok, upstream, f"Bearer {WORKSPACE_KEY}")
+        throttled = {"error": {"message": "Rate limit reached", "type": "requests"}}
+        upstream.expect(json_answer(throttled, status=429, headers={"retry-after": "30"}))
+        client = openai.OpenAI(base_url=byok.base_url + "/v1", api_key=ADMIN_KEY, max_retries=0)
+        with pytest.raises(openai.RateLimitError):
+            client.chat.completions.create(
+                model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+        # The other workspace reaches the model on the operator's key at once ...
+        assert _chat(byok, upstream, other) == f"Bearer {OPENAI_UPSTREAM_KEY}"
+        health = request(
+            f"{byok.base_url}/api/health/targets",
+            None,
+            {"authorization": f"Bearer {ADMIN_KEY}"},
+            method="GET",
+        )
+        states = {t["model"]: t["status"] for t in health.json()["targets"]}
+        # ... while only the workspace's own way to it cools down.
+        assert states.get("openai/gpt-4o-mini", "healthy") == "healthy"
+        assert states[f"openai/gpt-4o-mini@{WORKSPACE}"] == "cooling_down"
+    finally:
+        _manage(byok, "DELETE", "/openai")

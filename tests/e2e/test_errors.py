@@ -180,4 +180,11 @@ def test_health_endpoints(gateway: GatewayProcess) -> None:
     assert request(gateway.base_url + "/healthz", method="GET").json() == {"status": "ok"}
     ready = request(gateway.base_url + "/readyz", method="GET")
     assert ready.status == 200
-    assert ready.json()["checks"] == {"database": "ok", "config": "ok"}
+    assert ready.json()["status"] == "ready"
+    checks = ready.json()["checks"]
+    assert {name: checks[name] for name in ("database", "redis", "config")} == {
+        "database": "ok",
+        "redis": "not configured",
+        "config": "ok",
+    }
+    assert checks["usage_journal"]["pending"] >= 0

@@ -1,5 +1,5 @@
 """Killing the gateway mid-load loses no usage: every request the upstream saw has exactly one
-record after the restart's sweep, and none is left open."""
+record after the restart's recovery (from the local usage journal), and none is left open."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from orcarouter.metering.journal import SUFFIX, replay
 from tests.conftest import ADMIN_KEY
 from tests.support.fleet import Fleet
 from tests.support.gateway import GatewayProcess
@@ -39,6 +40,17 @@ def _chat(gateway: GatewayProcess) -> Answer | None:
         return None
 
 
+def _journaled(data_dir: Path) -> tuple[set[str], set[str]]:
+    """The request ids the journal holds as opened, and as settled (every segment)."""
+    opened: set[str] = set()
+    settled: set[str] = set()
+    for segment in (data_dir / "journal").glob(f"*{SUFFIX}"):
+        found = replay(segment.read_bytes())
+        opened.update(found.opens)
+        settled.update(found.settled)
+    return opened, settled
+
+
 def test_a_killed_gateway_leaves_every_request_it_forwarded_settled_after_restart(
     fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -60,8 +72,13 @@ def test_a_killed_gateway_leaves_every_request_it_forwarded_settled_after_restar
         assert all(answer is None for answer in answers)  # nobody got an answer
         seen = fleet.hits["slow"]
         assert seen == 21
-        rows = gateway.query("SELECT outcome FROM usage_records")
-        assert len(rows) == seen  # each forwarded request was stored before it went upstream
+        # Each forwarded request was stored (in the journal) before it went upstream; only the
+        # finished one is settled (and in the database).
+        opened, settled = _journaled(tmp_path / "data")
+        assert len(opened) == seen
+        assert settled == {finished.headers["x-orca-request-id"]}
+        assert len(gateway.query("SELECT outcome FROM usage_records")) == 1
+        left = set((tmp_path / "data" / "journal").iterdir())
 
         fleet.set("slow", "ok")
         gateway.start()
@@ -75,5 +92,6 @@ def test_a_killed_gateway_leaves_every_request_it_forwarded_settled_after_restar
         assert outcomes.count("ok") == 1
         assert outcomes.count("interrupted") == seen - 1
         assert _chat(gateway) is not None  # and the gateway serves again
+        assert left.isdisjoint((tmp_path / "data" / "journal").iterdir())  # recovered, removed
     finally:
         gateway.stop()

@@ -4,7 +4,8 @@ Each upstream lives under its own path prefix (``/{name}/v1/...``) and answers e
 with its current behaviour: ``ok`` (a valid answer in its protocol, streamed or not),
 ``throttle`` (429 with ``Retry-After``), ``fail`` (500), ``stall`` (no headers, ever),
 ``overloaded`` (a 200 stream whose first event is an overloaded error, or a 529 whole
-answer), ``break`` (a stream cut after its first event), ``slow`` (``ok`` after 0.7 s).
+answer), ``break`` (a stream cut after its first event), ``slow`` (``ok`` after 0.7 s),
+``hold`` (``ok`` after 2.5 s).
 Hits are counted per upstream.
 """
 
@@ -133,6 +134,8 @@ class Fleet(BackgroundServer):
             return await _sse(request, [anthropic_event("error", OVERLOADED)])
         if behaviour == "slow":
             await asyncio.sleep(0.7)
+        if behaviour == "hold":  # long enough for a burst of requests to be in flight together
+            await asyncio.sleep(2.5)
         text = f"from {name}"
         if not stream:
             if anthropic:

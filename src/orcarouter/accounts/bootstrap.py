@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orcarouter.accounts.keys import DEFAULT_WORKSPACE, hash_key, issue_key
+from orcarouter.store.locks import exclusive
 from orcarouter.store.repositories import KeyRepository, WorkspaceRepository
 from orcarouter.store.routers import RouterRepository
 
@@ -31,8 +32,19 @@ async def bootstrap(
 
     With ``ORCAROUTER_ADMIN_KEY`` set, that key becomes the admin key (a previous bootstrap
     key is revoked). Without it, the first start generates one, stores only its hash and
-    returns the secret so the caller can print it once.
+    returns the secret so the caller can print it once. Replicas starting together take turns
+    (a lock on the database), so exactly one of them creates what is missing.
     """
+    async with exclusive(keys.engine, "bootstrap"):
+        return await _bootstrap(workspaces, keys, admin_key, routers)
+
+
+async def _bootstrap(
+    workspaces: WorkspaceRepository,
+    keys: KeyRepository,
+    admin_key: str | None,
+    routers: RouterRepository | None,
+) -> str | None:
     await ensure_workspace(workspaces, routers, DEFAULT_WORKSPACE, "Default workspace")
     if admin_key is not None:
         key_hash = hash_key(admin_key)

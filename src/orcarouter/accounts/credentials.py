@@ -337,6 +337,10 @@ class CredentialCache(Snapshot[CredentialRow]):
         """Whether a secret key is configured."""
         return self._keyring is not None
 
+    def holds(self, workspace_id: str, provider_id: str) -> bool:
+        """Whether the workspace stored its own key for the provider."""
+        return (workspace_id, provider_id) in self._held
+
     def provider_for(self, workspace_id: str | None, provider: Provider) -> Provider:
         """``provider`` carrying the workspace's own key when it stored one, else unchanged."""
         held = self._held.get((workspace_id, provider.id)) if workspace_id is not None else None

@@ -155,11 +155,13 @@ class _Bucket:
         return self.level + gained >= self.capacity - _EPSILON
 
     def quota(self) -> Quota:
-        level = self.level
-        remaining = math.floor(level) if level > 0 else 0
-        return Quota(
-            self.capacity, remaining, (self.capacity - level) * WINDOW_SECONDS / self.capacity
-        )
+        return quota_of(self.capacity, self.level)
+
+
+def quota_of(capacity: int, level: float) -> Quota:
+    """The header quota of a bucket of ``capacity`` holding ``level`` (negative: a debt)."""
+    remaining = math.floor(level) if level > 0 else 0
+    return Quota(capacity, remaining, (capacity - level) * WINDOW_SECONDS / capacity)
 
 
 def _bucket(current: _Bucket | None, limit: int | None, now: float) -> _Bucket | None:

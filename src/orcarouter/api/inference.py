@@ -65,9 +65,9 @@ from orcarouter.errors import (
     UpstreamUnreachable,
 )
 from orcarouter.metering.pricing import Pricer, usd
-from orcarouter.metering.stats import classify
+from orcarouter.metering.stats import Outcome, classify
 from orcarouter.metering.usage import UsageRecord
-from orcarouter.metering.wallet import Budgets, InsufficientFunds, Reservation
+from orcarouter.metering.wallet import BudgetBook, Budgets, InsufficientFunds, Reservation
 from orcarouter.metering.writer import UsageWriter
 from orcarouter.providers.base import ProviderProtocol
 from orcarouter.providers.exchange import ExchangePlan, Passthrough, Translated, untranslatable
@@ -149,7 +149,7 @@ class GatewayContext:
     max_body_bytes: int
     access_log: bool
     limiter: RateLimiter = field(default_factory=InMemoryRateLimiter)
-    budgets: Budgets = field(default_factory=Budgets)
+    budgets: BudgetBook = field(default_factory=Budgets)
     open_records: bool = True  # store each request before its upstream call (crash safety)
     pricer: Pricer | None = None
     credentials: CredentialCache | None = None  # workspaces' own provider keys (BYOK)
@@ -325,7 +325,7 @@ class InferenceEndpoint:
             route = self._route(principal, record, request, len(body), exchange)
             if principal.limit_scopes:
                 lease = await self._admit(principal, request.payload, len(body), exchange, record)
-            reservation = self._reserve(principal, route, request, len(body), record)
+            reservation = await self._reserve(principal, route, request, len(body), record)
             if self._ctx.open_records:
                 await self._ctx.writer.open(record)
             watcher = asyncio.ensure_future(_watch_disconnect(receive, task, exchange))
@@ -353,9 +353,11 @@ class InferenceEndpoint:
             if watcher is not None:
                 watcher.cancel()
             if record.model_served is not None:
-                self._ctx.health.observe(
-                    record.model_served, classify(record), exchange.retry_after
-                )
+                outcome = classify(record)
+                served = record.model_served
+                if outcome is Outcome.THROTTLED and record.provider_id is not None:
+                    served = self._throttle_key(record.workspace_id, record.provider_id, served)
+                self._ctx.health.observe(served, outcome, exchange.retry_after)
 
     async def _admit(
         self,
@@ -377,7 +379,7 @@ class InferenceEndpoint:
             raise RateLimited(admission.message)
         return admission
 
-    def _reserve(
+    async def _reserve(
         self,
         principal: Principal,
         route: Route,
@@ -402,7 +404,7 @@ class InferenceEndpoint:
             default=0,
         )
         try:
-            return budgets.reserve(
+            return await budgets.hold(
                 record.request_id, principal.workspace_id, principal.key_id, worst
             )
         except InsufficientFunds as exc:
@@ -464,7 +466,13 @@ class InferenceEndpoint:
             else:
                 targets.append(target)
         unique = list({t.model_id: t for t in targets}.values())  # first place, same target
-        live = [t for t in unique if self._ctx.health.is_live(t.model_id)]
+        health, workspace = self._ctx.health, record.workspace_id
+        live = [
+            t
+            for t in unique
+            if health.is_live(t.model_id)
+            and health.is_live(self._throttle_key(workspace, t.provider.id, t.model_id))
+        ]
         return Route(tuple((live or unique)[:MAX_ATTEMPTS]), decision, tuple(skipped))
 
     async def _serve_route(
@@ -541,6 +549,18 @@ class InferenceEndpoint:
         finally:
             record.route_reason = route.reason(failures)
 
+    def _throttle_key(self, workspace_id: str | None, provider_id: str, model_id: str) -> str:
+        """Where a 429 cools down: the target as the workspace reaches it with its own key
+        (BYOK: another workspace's quota is not this one's), else the target for everyone."""
+        credentials = self._ctx.credentials
+        if credentials is None or workspace_id is None:
+            return model_id
+        return (
+            f"{model_id}@{workspace_id}"
+            if credentials.holds(workspace_id, provider_id)
+            else model_id
+        )
+
     def _attempt_failed(
         self,
         target: Target,
@@ -552,7 +572,8 @@ class InferenceEndpoint:
         error = failed.error
         failures.append((target.model_id, f"{error.status} {error.code}: {error.message}"[:300]))
         if failed.throttled:
-            self._ctx.health.throttled(target.model_id, failed.retry_after)
+            throttled = self._throttle_key(record.workspace_id, target.provider.id, target.model_id)
+            self._ctx.health.throttled(throttled, failed.retry_after)
         else:
             self._ctx.health.failure(target.model_id, error.code)
         attempt = replace(

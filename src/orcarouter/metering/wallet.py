@@ -10,17 +10,27 @@ recorded costs. Everything here is synchronous: on one event loop a check-and-re
 interleave with another, so parallel requests can never overspend.
 
 State is per process. With several workers or replicas the authority is the database balance,
-read back every ``refresh`` (about a second); exact shared reservations across processes need
-the shared store (Redis), which this class's interface is shaped for.
+read back every ``refresh`` (about a second); exact reservations across processes are
+``metering.shared_budgets.SharedBudgets`` (holds in Redis), which has the same interface
+(``BudgetBook``) and uses this class as its per-process fallback.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from orcarouter.store.wallets import WalletRepository
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TTL = 900.0  # longest a reservation may stay open (the longest total timeout)
+CAP_REACHED = "the key's USD cap is reached"
+BALANCE_TOO_LOW = "the workspace balance is too low"
 
 
 @dataclass(slots=True)
@@ -47,6 +57,7 @@ class Reservation:
     expires_at: float
     released: bool = field(default=False)  # the hold is gone (settled, or expired)
     charged: bool = field(default=False)  # the actual cost is counted
+    shared: bool = field(default=False)  # the hold lives in Redis (else in this process only)
 
 
 class InsufficientFunds(Exception):
@@ -57,6 +68,42 @@ class InsufficientFunds(Exception):
         self.reason = reason
         self.needed = needed
         self.available = available
+
+
+class BudgetBook(Protocol):
+    """What the app and the inference endpoint use: ``Budgets`` or ``SharedBudgets``."""
+
+    def metered(self, workspace_id: str, key_id: str) -> bool: ...
+
+    def has_wallet(self, workspace_id: str) -> bool: ...
+
+    def available(self, workspace_id: str) -> int | None: ...
+
+    async def hold(
+        self,
+        request_id: str,
+        workspace_id: str,
+        key_id: str,
+        amount: int,
+        ttl: float = DEFAULT_TTL,
+    ) -> Reservation: ...
+
+    def settle(self, reservation: Reservation, cost: int) -> None: ...
+
+    def written(
+        self,
+        workspace_id: str | None,
+        key_id: str | None,
+        cost: int,
+        counted: tuple[bool, bool] = (False, False),
+        request_id: str | None = None,
+    ) -> None: ...
+
+    def credit(self, workspace_id: str, amount: int) -> None: ...
+
+    def expire(self) -> list[Reservation]: ...
+
+    async def refresh(self, wallets: WalletRepository) -> None: ...
 
 
 class Budgets:
@@ -95,6 +142,10 @@ class Budgets:
         """Whether the workspace pays from a wallet (without one it is not metered in money)."""
         return workspace_id in self._wallets
 
+    def has_cap(self, key_id: str) -> bool:
+        """Whether the key has a USD cap."""
+        return key_id in self._caps
+
     def available(self, workspace_id: str) -> int | None:
         """Money the workspace can still reserve (None: no wallet)."""
         account = self._wallets.get(workspace_id)
@@ -107,16 +158,21 @@ class Budgets:
         key_id: str,
         amount: int,
         ttl: float = DEFAULT_TTL,
+        *,
+        check: bool = True,
     ) -> Reservation:
         """Hold ``amount`` for the request, or raise ``InsufficientFunds``. (Stale holds are
-        released by ``expire``, which the app calls every second, not on this path.)"""
+        released by ``expire``, which the app calls every second, not on this path.)
+
+        ``check=False`` records a hold decided elsewhere (the shared store) without checking.
+        """
         wallet = self._wallets.get(workspace_id)
         cap = self._caps.get(key_id)
         amount = max(amount, 0)
-        if cap is not None and cap.available < amount:
-            raise InsufficientFunds("the key's USD cap is reached", amount, cap.available)
-        if wallet is not None and wallet.available < amount:
-            raise InsufficientFunds("the workspace balance is too low", amount, wallet.available)
+        if check and cap is not None and cap.available < amount:
+            raise InsufficientFunds(CAP_REACHED, amount, cap.available)
+        if check and wallet is not None and wallet.available < amount:
+            raise InsufficientFunds(BALANCE_TOO_LOW, amount, wallet.available)
         if wallet is not None:
             wallet.reserved += amount
         if cap is not None:
@@ -130,6 +186,29 @@ class Budgets:
         )
         self._open[request_id] = reservation
         return reservation
+
+    async def hold(
+        self,
+        request_id: str,
+        workspace_id: str,
+        key_id: str,
+        amount: int,
+        ttl: float = DEFAULT_TTL,
+    ) -> Reservation:
+        """``reserve``, under the interface ``SharedBudgets`` shares (no I/O here)."""
+        return self.reserve(request_id, workspace_id, key_id, amount, ttl)
+
+    async def refresh(self, wallets: WalletRepository) -> None:
+        """Read balances and key caps back from the database (top-ups, other processes'
+        charges) and ``load`` them; on a database error keep the last figures."""
+        generation = self.generation
+        try:
+            balances = await wallets.balances()
+            caps = await wallets.caps()
+        except Exception:
+            log.warning("budgets refresh failed; keeping the last figures", exc_info=True)
+            return
+        self.load(balances, caps, generation=generation)
 
     def settle(self, reservation: Reservation, cost: int) -> None:
         """Release the hold and count the actual cost as charged but not yet written.
@@ -157,10 +236,12 @@ class Budgets:
         key_id: str | None,
         cost: int,
         counted: tuple[bool, bool] = (False, False),
+        request_id: str | None = None,
     ) -> None:
         """The writer committed a charge: it now lives in the database balance.
 
-        ``counted``: whether a settled reservation already counted it (wallet, key cap).
+        ``counted``: whether a settled reservation already counted it (wallet, key cap);
+        ``request_id``: the charge's request (unused here; ``SharedBudgets`` needs it).
         """
         self.generation += 1
         wallet = self._wallets.get(workspace_id or "")

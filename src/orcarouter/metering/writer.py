@@ -1,11 +1,22 @@
 """The batched usage writer: records leave the queue only after their commit succeeded.
 
-Before its upstream call a request is stored ``open`` (``open``: one commit shared by all the
-requests waiting, so a crash leaves a row the next start settles); afterwards it hands its
-finished record over with ``submit`` (no I/O on the hot path), which also shows each record to
-the observers (live statistics) at once. A background task writes them in batches;
-a failed batch stays at the head of the queue and is retried with back-off, and the request
-id as primary key makes a retried batch harmless. ``close`` drains the queue.
+A request hands its finished record over with ``submit``, which also shows it to the observers
+(live statistics) at once; a background task writes records in batches, a failed batch stays at
+the head of the queue and is retried with back-off, and the request id as primary key makes a
+retried batch harmless. ``close`` drains the queue.
+
+With a journal (``use_journal``; see ``metering.journal``) every submitted record is first
+appended to this process's local segment file (microseconds, no database call), so a process
+killed with records queued, or while the database is down, loses none of them: the next start
+(``recover``, also retried in ``run``) writes what the journal holds and the database lacks.
+The memory queue is bounded (``max_queue``): past it records stay in the journal only and are
+read back from it once the database takes them again.
+
+Before its upstream call a request is stored ``open`` (``open``), so a crash leaves a trace
+the next start settles as ``interrupted``; ``open_rows`` says where: ``journal`` appends an
+open line (the default with a journal), ``database`` commits an ``open`` row, one commit shared
+by all the requests waiting (milliseconds; the sweep settles rows a stopped process left),
+``off`` stores nothing.
 """
 
 from __future__ import annotations
@@ -16,13 +27,28 @@ import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
+from orcarouter.metering.journal import (
+    SEGMENT_BYTES,
+    Claimed,
+    FsyncMode,
+    Position,
+    Segment,
+    UsageJournal,
+    claim_dead,
+    replay,
+    sync_all,
+)
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.store.repositories import KeyRepository, UsageRepository
 from orcarouter.store.wallets import Charge, WalletRepository
 
 log = logging.getLogger(__name__)
+
+OpenRows = Literal["journal", "database", "off"]
+MAX_QUEUE = 200_000  # records kept in memory; beyond, in the journal only
 
 
 class UsageWriter:
@@ -42,15 +68,26 @@ class UsageWriter:
     ) -> None:
         """``price``: a record's cost in micro-dollars, computed off the request path;
         ``wallets``: write each priced record's charge in the same transaction, then tell
-        ``charged``."""
+        ``charged``. Without ``use_journal`` records live in memory only until committed, and
+        ``open`` commits database rows."""
         self._usage = usage
         self._price = price
         self._wallets = wallets
         self._charged = charged
         self._keys = keys
         self._observers = tuple(observers)
-        self._queue: deque[UsageRecord] = deque()
-        self.open_timeout = 2.0  # seconds a request waits for its open row at most
+        self.journal: UsageJournal | None = None
+        self.open_rows: OpenRows = "database"
+        # Each record with the journal segment holding it (None: not journaled).
+        self._queue: deque[tuple[UsageRecord, Segment | None]] = deque()
+        self._max_queue = MAX_QUEUE
+        self._spill: Position | None = None  # where the records not in memory start
+        self._spilled = 0  # how many records are in the journal only
+        self._claimed: list[Claimed] = []  # stopped processes' segments, not yet written
+        self._recovering = asyncio.Lock()
+        self._journal_failing = False
+        self._recover_every = 30.0
+        self.open_timeout = 2.0  # seconds a request waits for its open row at most (database)
         self._opens: deque[tuple[dict[str, Any], asyncio.Future[None]]] = deque()
         self._open_wakeup = asyncio.Event()
         self._wakeup = asyncio.Event()
@@ -58,19 +95,68 @@ class UsageWriter:
         self._interval = interval
         self._flushing = asyncio.Lock()
         self.failures = 0
+        self.recovered = 0  # records and interrupted requests written from stopped processes
+
+    def use_journal(
+        self,
+        directory: Path,
+        *,
+        fsync: FsyncMode = "interval",
+        open_rows: OpenRows = "journal",
+        segment_bytes: int = SEGMENT_BYTES,
+        max_queue: int = MAX_QUEUE,
+        recover_every: float = 30.0,
+    ) -> None:
+        """Journal every record in ``directory`` (before ``run`` or any ``submit``), keep at
+        most ``max_queue`` records in memory (the rest in the journal only), and look for
+        segments of stopped processes every ``recover_every`` seconds (``recover``)."""
+        self.journal = UsageJournal(directory, fsync=fsync, segment_bytes=segment_bytes)
+        self.open_rows = open_rows
+        self._max_queue = max_queue
+        self._recover_every = recover_every
 
     def submit(self, record: UsageRecord) -> None:
         """Queue a record (it is written soon, off the request path) and show it to observers."""
-        self._queue.append(record)
-        if len(self._queue) >= self._max_batch:
-            self._wakeup.set()
+        segment = None
+        journal = self.journal
+        if journal is not None:
+            if self._spill is None and len(self._queue) >= self._max_queue:
+                self._spill = journal.position()
+                log.warning("usage queue full: records are kept in the journal only for now")
+            try:
+                segment = journal.settle(record)
+            except OSError:
+                self._journal_refused()
+            else:
+                if self._journal_failing:
+                    self._journal_failing = False
+                    log.warning("usage journal: writable again")
+        if self._spill is None or segment is None:
+            self._queue.append((record, segment))
+            if len(self._queue) >= self._max_batch:
+                self._wakeup.set()
+        else:
+            self._spilled += 1
         self.notify(record)
 
     async def open(self, record: UsageRecord) -> bool:
         """Store the request as ``open`` before its upstream call, so that a crash leaves a
-        trace the next start settles. Many requests share one commit (group commit). If the
-        database does not answer within ``open_timeout`` the request goes on without it (the settled
-        record is written when the database is back); returns whether the row is stored."""
+        trace the next start settles; returns whether it is stored.
+
+        ``journal``: one append, returns without suspending. ``database``: many requests share
+        one commit (group commit); if the database does not answer within ``open_timeout`` the
+        request goes on without it (the settled record is written when the database is back).
+        ``off``: nothing is stored (False)."""
+        if self.open_rows == "journal":
+            assert self.journal is not None
+            try:
+                self.journal.open(record)
+            except OSError:
+                self._journal_refused()
+                return False
+            return True
+        if self.open_rows == "off":
+            return False
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._opens.append(({**record.as_row(), "outcome": "open"}, future))
         self._open_wakeup.set()
@@ -80,6 +166,12 @@ class UsageWriter:
             log.warning("request %s not opened in the database; going on", record.request_id)
             return False
         return True
+
+    def _journal_refused(self) -> None:
+        """An append failed (disk full?): say so once; records stay in memory meanwhile."""
+        if not self._journal_failing:
+            self._journal_failing = True
+            log.error("usage journal refused an append; records kept in memory", exc_info=True)
 
     async def _open_loop(self) -> None:
         """Commit pending opens as soon as there are any, all together."""
@@ -114,8 +206,8 @@ class UsageWriter:
                 log.warning("usage observer %r failed", observe, exc_info=True)
 
     def find(self, request_id: str) -> UsageRecord | None:
-        """A record still queued (submitted, not yet committed), with its cost."""
-        for record in reversed(self._queue):
+        """A record still queued in memory (submitted, not yet committed), with its cost."""
+        for record, _ in reversed(self._queue):
             if record.request_id == request_id:
                 if record.cost_micros is None and self._price is not None:
                     record.cost_micros = self._price(record)
@@ -124,8 +216,8 @@ class UsageWriter:
 
     @property
     def pending(self) -> int:
-        """Records not yet committed."""
-        return len(self._queue)
+        """Records not yet committed (in memory, or in the journal only)."""
+        return len(self._queue) + self._spilled
 
     async def flush(self) -> None:
         """Write everything queued now; raises if the database refuses.
@@ -136,25 +228,60 @@ class UsageWriter:
             await self._flush_unlocked()
 
     async def _flush_unlocked(self) -> None:
-        while self._queue:
-            batch = [self._queue[i] for i in range(min(self._max_batch, len(self._queue)))]
-            if self._price is not None:
-                for record in batch:
-                    if record.cost_micros is None:
-                        record.cost_micros = self._price(record)
-            rows = [record.as_row() for record in batch]
-            if self._wallets is None:
-                await self._usage.settle_many(rows)
-            else:
-                charges = [charge for r in batch if (charge := _charge(r)) is not None]
-                await self._wallets.write_usage(rows, charges)
+        while True:
+            if not self._queue:
+                if self._spill is None:
+                    return
+                await self._read_back()
+                if not self._queue:
+                    return
+            count = min(self._max_batch, len(self._queue))
+            batch = [self._queue[i] for i in range(count)]
+            records = [record for record, _ in batch]
+            await self._write(records)
             for _ in batch:
                 self._queue.popleft()
-            if self._charged is not None:
-                for record in batch:
-                    if record.cost_micros:
-                        self._charged(record)
-            await self._touch_keys(batch)
+            if self.journal is not None:
+                self.journal.committed(
+                    (record.request_id, segment) for record, segment in batch if segment is not None
+                )
+            await self._after_commit(records)
+
+    async def _read_back(self) -> None:
+        """Move records kept in the journal only back to the memory queue (queue empty)."""
+        journal = self.journal
+        assert journal is not None and self._spill is not None
+        end = journal.position()
+        ranges = journal.plan(self._spill, end)
+        found, reached = await asyncio.to_thread(journal.read_settled, ranges, end, self._max_queue)
+        self._queue.extend(found)
+        self._spilled = max(self._spilled - len(found), 0)
+        if reached == journal.position():  # caught up, nothing appended meanwhile
+            self._spill = None
+            self._spilled = 0
+            log.info("usage queue: every record is back in memory")
+        else:
+            self._spill = reached
+
+    async def _write(self, records: list[UsageRecord]) -> None:
+        """Commit one batch (priced, with its charges); raises if the database refuses."""
+        if self._price is not None:
+            for record in records:
+                if record.cost_micros is None:
+                    record.cost_micros = self._price(record)
+        rows = [record.as_row() for record in records]
+        if self._wallets is None:
+            await self._usage.settle_many(rows)
+        else:
+            charges = [charge for r in records if (charge := _charge(r)) is not None]
+            await self._wallets.write_usage(rows, charges)
+
+    async def _after_commit(self, records: list[UsageRecord]) -> None:
+        if self._charged is not None:
+            for record in records:
+                if record.cost_micros:
+                    self._charged(record)
+        await self._touch_keys(records)
 
     async def _touch_keys(self, batch: list[UsageRecord]) -> None:
         last_used: dict[str, datetime] = {}
@@ -168,15 +295,72 @@ class UsageWriter:
         except Exception:  # last-used times are informative; never block the ledger on them
             log.warning("could not update keys' last-used times", exc_info=True)
 
+    async def recover(self) -> bool:
+        """Write what stopped processes left in the journal directory: their settled records
+        not known committed (idempotent upserts, each charge at most once), and their requests
+        opened but never settled as ``interrupted`` (``gateway_stopped``); then delete their
+        segments. Segments a live process holds are never touched. Returns False when the
+        database refused (the segments are kept, and ``run`` tries again); never raises."""
+        if self.journal is None:
+            return True
+        async with self._recovering:
+            return await self._recover(self.journal)
+
+    async def _recover(self, journal: UsageJournal) -> bool:
+        try:
+            known = [claimed.path for claimed in self._claimed]
+            self._claimed.extend(claim_dead(journal.directory, known))
+        except OSError:
+            log.warning("usage journal: could not look for stopped processes", exc_info=True)
+            return False
+        while self._claimed:
+            claimed = self._claimed[0]
+            try:
+                written = await self._replay(claimed)
+            except Exception:
+                log.warning("usage journal: %s not recovered yet", claimed.path, exc_info=True)
+                return False
+            claimed.remove()
+            self._claimed.pop(0)
+            if written:
+                log.warning("recovered %d usage records from %s", written, claimed.path.name)
+        return True
+
+    async def _replay(self, claimed: Claimed) -> int:
+        data = await asyncio.to_thread(claimed.read)
+        found = replay(data)
+        if found.unreadable:
+            log.warning("usage journal: %d unreadable lines in %s", found.unreadable, claimed.path)
+        records = found.to_write()
+        for start in range(0, len(records), self._max_batch):
+            batch = records[start : start + self._max_batch]
+            async with self._flushing:
+                await self._write(batch)
+            claimed.note_committed([record.request_id for record in batch])
+            await self._after_commit(batch)
+        interrupted = found.interrupted()
+        for start in range(0, len(interrupted), self._max_batch):
+            async with self._flushing:
+                # Insert only: a row already stored (settled after a rotation) stays as it is.
+                await self._usage.insert_many(interrupted[start : start + self._max_batch])
+        self.recovered += len(records) + len(interrupted)
+        return len(records) + len(interrupted)
+
     async def run(self) -> None:
-        """Write batches until cancelled, backing off while the database fails."""
-        opener = asyncio.ensure_future(self._open_loop())
+        """Write batches until cancelled, backing off while the database fails; with a journal,
+        also fsync it and recover what stopped processes leave."""
+        helpers = [asyncio.ensure_future(self._open_loop())]
+        if self.journal is not None:
+            helpers.append(asyncio.ensure_future(self._sync_loop(self.journal)))
+            helpers.append(asyncio.ensure_future(self._recover_loop()))
         try:
             await self._run_batches()
         finally:
-            opener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await opener
+            for helper in helpers:
+                helper.cancel()
+            for helper in helpers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
 
     async def _run_batches(self) -> None:
         delay = self._interval
@@ -192,21 +376,45 @@ class UsageWriter:
                 delay = min(max(delay * 2, 0.1), 5.0)
                 log.error(
                     "usage batch not committed; %d records kept for retry",
-                    len(self._queue),
+                    self.pending,
                     exc_info=True,
                 )
 
+    async def _sync_loop(self, journal: UsageJournal) -> None:
+        """fsync what was appended, every tick, in a thread (a machine crash loses one tick)."""
+        while True:
+            await asyncio.sleep(self._interval)
+            fds, directory = journal.take_dirty()
+            if fds or directory is not None:
+                await asyncio.to_thread(sync_all, fds, directory)
+
+    async def _recover_loop(self) -> None:
+        """Retry a recovery the database refused; look for newly stopped processes now and
+        then (a replica that died while this one runs)."""
+        while True:
+            retry = min(2.0, self._recover_every)
+            await asyncio.sleep(retry if self._claimed else self._recover_every)
+            await self.recover()
+
     async def close(self, grace: float = 10.0) -> None:
-        """Drain the queue at shutdown, retrying for up to ``grace`` seconds."""
+        """Drain the queue at shutdown, retrying for up to ``grace`` seconds; then release the
+        journal (what could not be written stays in it for the next start)."""
         deadline = asyncio.get_running_loop().time() + grace
-        while self._queue:
-            try:
-                await self.flush()
-            except Exception:
-                if asyncio.get_running_loop().time() >= deadline:
-                    log.error("shutdown: %d usage records could not be written", len(self._queue))
-                    return
-                await asyncio.sleep(0.2)
+        try:
+            while self.pending:
+                try:
+                    await self.flush()
+                except Exception:
+                    if asyncio.get_running_loop().time() >= deadline:
+                        log.error("shutdown: %d usage records could not be written", self.pending)
+                        return
+                    await asyncio.sleep(0.2)
+        finally:
+            if self.journal is not None:
+                self.journal.close()
+            for claimed in self._claimed:
+                claimed.release()
+            self._claimed.clear()
 
 
 def _charge(record: UsageRecord) -> Charge | None:

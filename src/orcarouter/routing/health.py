@@ -6,7 +6,9 @@ in a row, for a back-off that doubles with each ejection in a row (``base_ejecti
 it again while one success clears its record. Never more than ``max_ejected_share`` of the
 targets are ejected at once, so a fault on the gateway's own side cannot empty the pool.
 A 429 is not ill health: the target cools down for its ``Retry-After`` (or a default) and its
-failure count is untouched. Everything is in memory, per process, O(1) per request.
+failure count is untouched. Everything is in memory, per process, O(1) per request; with a
+shared store, ``listener`` hears each ejection, cool-down and readmission so that other replicas
+can ``apply`` it (``state/shared_health.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,18 @@ from orcarouter.metering.stats import Outcome
 from orcarouter.settings import HealthConfig
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class HealthEvent:
+    """A change other replicas should know: ``kind`` is eject, cool or readmit."""
+
+    model_id: str
+    kind: str
+    seconds: float = 0.0
+
+
+EJECT, COOL, READMIT = "eject", "cool", "readmit"
 
 
 @dataclass(slots=True)
@@ -72,6 +86,7 @@ class HealthBook:
         self._targets = max(targets, 1)
         self._clock = clock
         self._book: dict[str, _Target] = {}
+        self.listener: Callable[[HealthEvent], None] | None = None
 
     def is_live(self, model_id: str) -> bool:
         """True unless the target is ejected or cooling down after a 429."""
@@ -117,6 +132,7 @@ class HealthBook:
         entry.total_ejections += 1
         entry.ejected_until = now + backoff
         log.warning("ejected %s for %.1f s after %s", model_id, backoff, reason)
+        self._tell(HealthEvent(model_id, EJECT, backoff))
 
     def throttled(self, model_id: str, retry_after: str | None) -> None:
         """A 429: cool down for ``Retry-After`` (capped), without counting a failure."""
@@ -124,9 +140,10 @@ class HealthBook:
         seconds = retry_after_seconds(retry_after)
         if seconds is None:
             seconds = self.config.default_cooldown
-        entry.cooldown_until = max(
-            entry.cooldown_until, self._clock() + min(seconds, self.config.max_cooldown)
-        )
+        until = self._clock() + min(seconds, self.config.max_cooldown)
+        if until > entry.cooldown_until:
+            entry.cooldown_until = until
+            self._tell(HealthEvent(model_id, COOL, min(seconds, self.config.max_cooldown)))
 
     def readmit(self, model_id: str) -> None:
         """An active probe succeeded: the target serves again at once."""
@@ -134,6 +151,30 @@ class HealthBook:
         if entry is not None:
             entry.ejected_until = 0.0
             entry.failures = 0
+        self._tell(HealthEvent(model_id, READMIT))
+
+    def apply(self, event: HealthEvent) -> None:
+        """Another replica's ejection, cool-down or readmission (not told on again)."""
+        now = self._clock()
+        entry = self._book.setdefault(event.model_id, _Target())
+        if event.kind == READMIT:
+            entry.ejected_until = 0.0
+            entry.failures = 0
+        elif event.kind == COOL:
+            seconds = min(max(event.seconds, 0.0), self.config.max_cooldown)
+            entry.cooldown_until = max(entry.cooldown_until, now + seconds)
+        elif event.kind == EJECT and entry.ejected_until <= now:
+            if self._ejected(now) + 1 > self.config.max_ejected_share * self._targets:
+                return  # the same guard as for local ejections: never empty the pool
+            entry.ejected_until = now + min(max(event.seconds, 0.0), self.config.max_ejection)
+            entry.last_error = "ejected by another replica"
+
+    def _tell(self, event: HealthEvent) -> None:
+        if self.listener is not None:
+            try:
+                self.listener(event)
+            except Exception:  # sharing is best effort; local health stays right
+                log.warning("health listener failed", exc_info=True)
 
     def ejected(self) -> list[str]:
         """Targets ejected right now (for the prober)."""

@@ -153,6 +153,11 @@ class KeyRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @property
+    def engine(self) -> AsyncEngine:
+        """The database the keys live in."""
+        return self._engine
+
     async def add(self, row: KeyRow) -> None:
         """Store a new key."""
         async with self._engine.begin() as conn:

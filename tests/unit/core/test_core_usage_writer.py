@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -302,3 +303,18 @@ async def test_the_sweep_settles_only_rows_older_than_the_cutoff(any_store: Stor
     assert rows["req_0001"]["outcome"] == "interrupted"
     assert rows["req_0001"]["error_type"] == "gateway_stopped"
     assert rows["req_0002"]["outcome"] == "open"  # may still be in flight elsewhere
+
+
+async def test_open_rows_database_still_commits_open_rows_beside_the_journal(
+    any_store: Store, running: list[asyncio.Task[None]], tmp_path: Path
+) -> None:
+    writer = UsageWriter(any_store.usage, any_store.keys, interval=0.01)
+    writer.use_journal(tmp_path, fsync="never", open_rows="database")
+    running.append(asyncio.create_task(writer.run()))
+    record = _record(1)
+    assert await writer.open(record) is True
+    assert [r["outcome"] for r in await any_store.usage.all()] == ["open"]
+    assert writer.journal is not None and writer.journal.in_flight == 0  # not journaled
+    writer.submit(record)
+    await _eventually(lambda: writer.pending == 0)
+    assert [r["outcome"] for r in await any_store.usage.all()] == ["ok"]

@@ -3,6 +3,10 @@ credentials, audit log.
 
 FastAPI, because its OpenAPI document is generated from the typed handlers and it runs off
 the hot path (the inference routes stay raw ASGI). ``build_management_app`` is the one entry.
+
+While the database is unreachable every call that needs it (reads too, and authentication by
+management token or session) answers 503 ``unavailable`` with ``Retry-After``, never a 500.
+Each write is committed in a transaction of its own, so a failed one leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -10,10 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.exceptions import HTTPException
 
@@ -56,19 +63,74 @@ __all__ = ["build_management_app"]
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 256 * 1024
+RETRY_AFTER_SECONDS = 5  # sent with every 503: the key cache retries the database every second
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413)
+    status: {"model": ErrorResponse} for status in (400, 401, 403, 404, 409, 413, 503)
 }
+
+# What a lost or refused database connection raises on its way out of a repository: SQLAlchemy
+# wraps most driver errors, but a failed connect through asyncpg surfaces as the bare OSError
+# (refused, reset, timed out) or asyncpg error. Builtin TimeoutError is an OSError.
+_DRIVER_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
+    asyncpg.TooManyConnectionsError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    psycopg.OperationalError,
+)
+_UNAVAILABLE: tuple[type[Exception], ...] = (
+    *_DRIVER_UNAVAILABLE,
+    sa_exc.DBAPIError,
+    sa_exc.TimeoutError,  # no free connection in the pool in time
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database cannot be reached now (rather than a bug or a
+    refused statement): a connection error, a timeout, an invalidated connection."""
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            return True  # psycopg's and SQLite's connection, lock and timeout errors
+        # SQLAlchemy's asyncpg adapter raises its own error from the driver's
+        orig = exc.orig
+        return orig is not None and isinstance(orig.__cause__ or orig, _DRIVER_UNAVAILABLE)
+    return isinstance(exc, _UNAVAILABLE)
+
+
+def _summary(exc: BaseException) -> str:
+    """The driver's first line of the error: never SQLAlchemy's statement and parameters."""
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    lines = str(cause).splitlines()
+    return f"{type(cause).__name__}: {lines[0][:200] if lines else ''}"
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
     body = {"error": {"message": message, "type": openai_type_for(status), "code": code}}
-    return JSONResponse(body, status_code=status)
+    headers = {"retry-after": str(RETRY_AFTER_SECONDS)} if status == 503 else None
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def _api_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
     return _error(exc.status, exc.code, exc.message)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """503 ``unavailable`` when the database cannot be reached; anything else stays a 500
+    (re-raised to the server, which logs it and answers without details)."""
+    if not database_unavailable(exc):
+        raise exc
+    log.warning(
+        "management %s %s: database unavailable (%s)",
+        request.method,
+        request.url.path,
+        _summary(exc),
+    )
+    return _error(503, "unavailable", "the database is unreachable right now; retry shortly")
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -143,6 +205,8 @@ def build_management_app(
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _invalid)
+    for kind in _UNAVAILABLE:
+        app.add_exception_handler(kind, _database_error)
     app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     return BodyLimit(app, MAX_BODY_BYTES)
 
