@@ -29,6 +29,7 @@ from orcarouter.api.management import build_management_app
 from orcarouter.api.metrics_route import MetricsEndpoint
 from orcarouter.catalog import Catalog
 from orcarouter.errors import GatewayError, MethodNotAllowed, RouteNotFound
+from orcarouter.metering.database_budgets import DatabaseBudgets
 from orcarouter.metering.pricing import Pricer
 from orcarouter.metering.shared_budgets import SharedBudgets
 from orcarouter.metering.stats import ModelStats
@@ -101,7 +102,11 @@ class Runtime:
 class Gateway:
     """The ASGI application: routes by path, owns startup and shutdown."""
 
-    def __init__(self, settings: Settings, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self, settings: Settings, catalog: Catalog | None = None, *, worker: bool = False
+    ) -> None:
+        """``worker``: one of several processes serving this configuration together
+        (``serve --workers N``), so state that must be exact is shared."""
         self.settings = settings
         self.catalog = load_catalog(settings, catalog or Catalog.load_shipped())
         self.engine: AsyncEngine = create_engine_for(settings.database_url)
@@ -114,7 +119,7 @@ class Gateway:
         # then stay exact through the database balance, read back every second).
         self.shared = _shared_store(settings, self.metrics)
         self.rate_limiter: RateLimiter
-        self.budgets: Budgets | SharedBudgets
+        self.budgets: Budgets | SharedBudgets | DatabaseBudgets
         if self.shared is not None:
             self.rate_limiter = SharedRateLimiter(
                 self.shared,
@@ -125,7 +130,12 @@ class Gateway:
             self.budgets = SharedBudgets(self.shared, self.metrics)
         else:
             self.rate_limiter = InMemoryRateLimiter()
-            self.budgets = Budgets()
+            # Holds must be seen by every process spending from the same wallets: without
+            # Redis that is the database, whenever more than one process may share it.
+            shared_database = worker or self.engine.dialect.name != "sqlite"
+            self.budgets = (
+                DatabaseBudgets(self.engine, self.metrics) if shared_database else Budgets()
+            )
         self.pricer = Pricer(
             self.catalog,
             {p.id: p.protocol for p in settings.providers},
@@ -293,7 +303,8 @@ class Gateway:
         self.metrics.usage_spooled.set_function(lambda: writer.pending)
         if self.shared is not None:
             self.runtime.tasks.append(asyncio.create_task(self.shared.listen(), name="events"))
-        if isinstance(self.budgets, SharedBudgets):
+        if isinstance(self.budgets, SharedBudgets | DatabaseBudgets):
+            writer.release_holds = isinstance(self.budgets, DatabaseBudgets)
             self.runtime.tasks.append(asyncio.create_task(self.budgets.run(), name="holds"))
         interval = self.settings.health.probe_interval
         if interval is not None:
@@ -317,7 +328,7 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await runtime.writer.close()
-            if isinstance(self.budgets, SharedBudgets):
+            if isinstance(self.budgets, SharedBudgets | DatabaseBudgets):
                 await self.budgets.close()
             if isinstance(self.rate_limiter, SharedRateLimiter):
                 await self.rate_limiter.aclose()
@@ -455,4 +466,4 @@ def create_app() -> Gateway:
     already migrated the database and created the admin key."""
     settings = load_settings(None)
     configure_logging(settings.secrets())
-    return Gateway(settings)
+    return Gateway(settings, worker=True)

@@ -94,16 +94,14 @@ def start_all(replicas: list[GatewayProcess]) -> None:
 
 
 def make_cluster(
-    fleet: Fleet, workdir: Path, database_url: str, redis_url: str, redis_prefix: str
+    fleet: Fleet, workdir: Path, database_url: str, redis_url: str | None, redis_prefix: str
 ) -> Cluster:
-    """Two replicas (started) on ``database_url`` and ``redis_url``."""
+    """Two replicas (started) on ``database_url`` and ``redis_url`` (None: without Redis)."""
     fleet.reset()
     config = cluster_config(fleet, redis_prefix)
-    env = {
-        "ORCAROUTER_ADMIN_KEY": ADMIN_KEY,
-        "ORCAROUTER_DATABASE_URL": database_url,
-        "ORCAROUTER_REDIS_URL": redis_url,
-    }
+    env = {"ORCAROUTER_ADMIN_KEY": ADMIN_KEY, "ORCAROUTER_DATABASE_URL": database_url}
+    if redis_url is not None:
+        env["ORCAROUTER_REDIS_URL"] = redis_url
     replicas = []
     for name in ("a", "b"):
         (workdir / name).mkdir()
@@ -117,6 +115,22 @@ def cluster(
     fleet: Fleet, tmp_path: Path, postgres_database: str, redis_space: RedisSpace
 ) -> Iterator[Cluster]:
     made = make_cluster(fleet, tmp_path, postgres_database, redis_space.url, redis_space.prefix)
+    yield made
+    for replica in made.replicas:
+        replica.stop()
+
+
+@pytest.fixture(params=["redis", "database"])
+def paying_cluster(
+    request: pytest.FixtureRequest,
+    fleet: Fleet,
+    tmp_path: Path,
+    postgres_database: str,
+    redis_space: RedisSpace,
+) -> Iterator[Cluster]:
+    """Replicas holding budgets through Redis, or (without Redis) through the database."""
+    redis_url = redis_space.url if request.param == "redis" else None
+    made = make_cluster(fleet, tmp_path, postgres_database, redis_url, redis_space.prefix)
     yield made
     for replica in made.replicas:
         replica.stop()
@@ -197,8 +211,9 @@ def test_replicas_start_together_on_one_database(cluster: Cluster) -> None:
 
 
 def test_a_wallet_is_exact_across_replicas_under_200_concurrent_requests(
-    cluster: Cluster, fleet: Fleet
+    paying_cluster: Cluster, fleet: Fleet
 ) -> None:
+    cluster = paying_cluster
     fleet.set("cheap", "hold")  # every request is still in flight when the last one arrives
     per_request = _worst_case(100)
     topup = cluster.api(

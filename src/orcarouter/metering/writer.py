@@ -95,6 +95,9 @@ class UsageWriter:
         self._interval = interval
         self._flushing = asyncio.Lock()
         self.failures = 0
+        # Budget holds live in the database (``metering.database_budgets``): a charge's hold is
+        # deleted in the transaction that writes it.
+        self.release_holds = False
         self.recovered = 0  # records and interrupted requests written from stopped processes
 
     def use_journal(
@@ -274,7 +277,8 @@ class UsageWriter:
             await self._usage.settle_many(rows)
         else:
             charges = [charge for r in records if (charge := _charge(r)) is not None]
-            await self._wallets.write_usage(rows, charges)
+            held = [r.request_id for r in records if any(r.held)] if self.release_holds else []
+            await self._wallets.write_usage(rows, charges, release_holds=held)
 
     async def _after_commit(self, records: list[UsageRecord]) -> None:
         if self._charged is not None:

@@ -216,3 +216,20 @@ provider_credentials = Table(
         "workspace_id", "provider_id", name="uq_provider_credentials_workspace_provider"
     ),
 )
+
+# Budget holds (0008): what each request holds against its workspace's wallet and its key's
+# USD cap until its charge is committed, when budgets are exact through the database (no Redis;
+# see metering/database_budgets.py). Both ids are stored; a hold counts wherever a wallet or a
+# cap exists. ``state``: open (the worst case) | settled (the actual cost, not yet written).
+budget_holds = Table(
+    "budget_holds",
+    metadata,
+    Column("request_id", String(40), primary_key=True),
+    Column("workspace_id", String(40), nullable=True),
+    Column("key_id", String(40), nullable=True),
+    Column("amount_micros", BigInteger, nullable=False),
+    Column("state", String(8), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_budget_holds_workspace", "workspace_id"),
+    Index("ix_budget_holds_key", "key_id"),
+)

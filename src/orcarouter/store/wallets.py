@@ -4,20 +4,45 @@ Charges are written with their usage records in one transaction (``write_usage``
 replaces a record's open row with the settled one): the ledger
 row is keyed by the request id, and the wallet and key spend move only when that row is new,
 so a batch written twice charges once, and the ledger always sums to the recorded costs.
+
+Budget holds (``HoldRepository``, table ``budget_holds``) are what requests hold against those
+balances and caps until their charges are committed, when every process must see them (no
+Redis); ``write_usage`` can delete them in the charges' own transaction.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    bindparam,
+    delete,
+    func,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orcarouter.store.repositories import insert_ignoring_conflicts, upsert, utcnow
-from orcarouter.store.schema import api_keys, key_spend, ledger_entries, usage_records, wallets
+from orcarouter.store.schema import (
+    api_keys,
+    budget_holds,
+    key_spend,
+    ledger_entries,
+    usage_records,
+    wallets,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,9 +129,19 @@ class WalletRepository:
         async with self._engine.connect() as conn:
             return [dict(row._mapping) for row in await conn.execute(query)]
 
-    async def write_usage(self, rows: Sequence[dict[str, Any]], charges: Sequence[Charge]) -> None:
-        """Usage records and their charges, in one transaction, each at most once."""
-        if not rows and not charges:
+    async def write_usage(
+        self,
+        rows: Sequence[dict[str, Any]],
+        charges: Sequence[Charge],
+        release_holds: Sequence[str] = (),
+    ) -> None:
+        """Usage records and their charges, in one transaction, each at most once.
+
+        ``release_holds``: request ids whose budget holds (``budget_holds``, kept by
+        ``metering.database_budgets``) are deleted in the same transaction, so a charge moves
+        from its hold into the balance at once and is never counted twice (nor missed).
+        """
+        if not rows and not charges and not release_holds:
             return
         now = utcnow()
         async with self._engine.begin() as conn:
@@ -114,6 +149,10 @@ class WalletRepository:
                 await conn.execute(upsert(self._engine, usage_records, "request_id"), list(rows))
             for charge in charges:
                 await self._charge(conn, charge, now)
+            if release_holds:
+                await conn.execute(
+                    delete(budget_holds).where(budget_holds.c.request_id.in_(list(release_holds)))
+                )
 
     async def _charge(self, conn: AsyncConnection, charge: Charge, now: Any) -> None:
         entry_id = new_entry_id()
@@ -161,3 +200,256 @@ async def _move(conn: AsyncConnection, workspace_id: str, amount: int, now: Any)
     )
     row = result.first()
     return int(row.balance_micros) if row is not None else None
+
+
+# --- budget holds --------------------------------------------------------------------------
+
+HOLD_OPEN = "open"  # the request's worst case, until it settles
+HOLD_SETTLED = "settled"  # the actual cost, until the charge is committed
+HOLD_GONE = "gone"  # a change only: delete the hold
+
+
+@dataclass(frozen=True, slots=True)
+class Room:
+    """What a workspace's wallet and a key's cap can still hold, in micro-dollars: the wallet
+    balance, and the cap less lifetime spend, each less every other live hold. None: there is no
+    wallet (the workspace is not metered in money), or the key has no cap."""
+
+    wallet: int | None
+    cap: int | None
+
+    def fits(self, amount: int) -> bool:
+        """Whether ``amount`` fits both (and there is something to hold it against)."""
+        if self.wallet is None and self.cap is None:
+            return False
+        return (self.wallet is None or self.wallet >= amount) and (
+            self.cap is None or self.cap >= amount
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HoldAsk:
+    """A request asking to hold ``amount`` on its workspace's wallet and its key's cap."""
+
+    request_id: str
+    workspace_id: str
+    key_id: str
+    amount: int
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HoldChange:
+    """A change to one hold: settle it at a cost (``HOLD_SETTLED``), delete it (``HOLD_GONE``),
+    or, with ``insert``, store a hold decided without the database (it may not exist yet)."""
+
+    request_id: str
+    state: str
+    amount_micros: int = 0
+    expires_at: datetime | None = None
+    insert: bool = False
+    workspace_id: str | None = None
+    key_id: str | None = None
+
+
+class HoldRepository:
+    """Budget holds every process sees (``budget_holds``), decided one transaction at a time
+    per workspace.
+
+    ``hold_many`` decides a batch of asks in one transaction that serializes with every other
+    decision on the same wallets and caps. PostgreSQL: a transaction-scoped advisory lock on a
+    hash of each workspace id (in sorted order, so two batches never deadlock), each in its own
+    statement before the read, so that the read (READ COMMITTED, the default) sees every hold
+    committed before the lock was granted; a key belongs to one workspace, so its cap is
+    serialized too, and no row lock is taken that could deadlock with the usage writer. SQLite:
+    ``BEGIN IMMEDIATE`` takes the database's write lock before the read. Transactions of this
+    process also queue on an ``asyncio.Lock`` rather than in SQLite's busy handler (which
+    sleeps milliseconds).
+
+    The figures are read in one statement (one snapshot): a charge committed together with the
+    deletion of its hold (``WalletRepository.write_usage(..., release_holds=...)``) is seen
+    either as the hold or in the balance, never both nor neither.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._postgres = engine.dialect.name == "postgresql"
+        self._serial = asyncio.Lock() if not self._postgres else None
+        self._insert = insert_ignoring_conflicts(engine, budget_holds, "request_id")
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        async with contextlib.AsyncExitStack() as stack:
+            if self._serial is not None:
+                await stack.enter_async_context(self._serial)
+            yield await stack.enter_async_context(self._engine.begin())
+
+    async def hold_many(self, asks: Sequence[HoldAsk], now: datetime) -> list[Room]:
+        """Decide ``asks`` in order, storing those that fit (``Room.fits``) and nothing else;
+        for each, the room it found (every live hold counted but its own, and before it only
+        the batch's asks that fit). A hold already stored under an ask's id is kept as it is.
+        """
+        workspaces = sorted({ask.workspace_id for ask in asks})
+        params = {
+            "workspaces": workspaces,
+            "keys": sorted({ask.key_id for ask in asks}),
+            "now": now,
+            "batch": [ask.request_id for ask in asks],
+        }
+        async with self._write() as conn:
+            if self._postgres:
+                for lock in sorted({_lock_id(workspace) for workspace in workspaces}):
+                    await conn.execute(_LOCK, {"lock": lock})
+            else:
+                await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            wallet_room, cap_room = _rooms(await conn.execute(_ROOMS, params))
+            rooms: list[Room] = []
+            stored: list[dict[str, Any]] = []
+            for ask in asks:
+                room = Room(wallet_room.get(ask.workspace_id), cap_room.get(ask.key_id))
+                rooms.append(room)
+                if not room.fits(ask.amount):
+                    continue
+                if room.wallet is not None:
+                    wallet_room[ask.workspace_id] = room.wallet - ask.amount
+                if room.cap is not None:
+                    cap_room[ask.key_id] = room.cap - ask.amount
+                stored.append(
+                    {
+                        "request_id": ask.request_id,
+                        "workspace_id": ask.workspace_id,  # both stored: a hold counts
+                        "key_id": ask.key_id,  # wherever a wallet or a cap exists
+                        "amount_micros": ask.amount,
+                        "state": HOLD_OPEN,
+                        "expires_at": ask.expires_at,
+                    }
+                )
+            if stored:
+                await conn.execute(self._insert, stored)
+        return rooms
+
+    async def room(self, workspace_id: str, key_id: str | None, now: datetime) -> Room:
+        """What the wallet and the key's cap can hold now, across every process."""
+        params = {
+            "workspaces": [workspace_id],
+            "keys": [key_id] if key_id is not None else [],
+            "now": now,
+            "batch": [],
+        }
+        async with self._engine.connect() as conn:
+            wallet_room, cap_room = _rooms(await conn.execute(_ROOMS, params))
+        return Room(wallet_room.get(workspace_id), cap_room.get(key_id or ""))
+
+    async def apply(self, changes: Sequence[HoldChange]) -> None:
+        """Apply settle, delete and insert changes in one transaction. A settle or a delete of a
+        hold that is gone changes nothing (its charge was committed meanwhile)."""
+        inserts = [c for c in changes if c.insert and c.state != HOLD_GONE]
+        settles = [c for c in changes if not c.insert and c.state == HOLD_SETTLED]
+        gone = [c.request_id for c in changes if c.state == HOLD_GONE]
+        if not changes:
+            return
+        async with self._write() as conn:
+            if inserts:
+                await conn.execute(
+                    upsert(self._engine, budget_holds, "request_id"),
+                    [
+                        {
+                            "request_id": c.request_id,
+                            "workspace_id": c.workspace_id,
+                            "key_id": c.key_id,
+                            "amount_micros": c.amount_micros,
+                            "state": c.state,
+                            "expires_at": c.expires_at,
+                        }
+                        for c in inserts
+                    ],
+                )
+            if settles:
+                await conn.execute(
+                    _SETTLE,
+                    [
+                        {
+                            "b_request_id": c.request_id,
+                            "b_amount": c.amount_micros,
+                            "b_expires_at": c.expires_at,
+                        }
+                        for c in settles
+                    ],
+                )
+            if gone:
+                await conn.execute(delete(budget_holds).where(budget_holds.c.request_id.in_(gone)))
+
+    async def purge(self, now: datetime) -> int:
+        """Delete expired holds (they stopped counting at their expiry); how many."""
+        async with self._write() as conn:
+            result = await conn.execute(
+                delete(budget_holds).where(budget_holds.c.expires_at <= now)
+            )
+            return int(result.rowcount or 0)
+
+
+def _lock_id(workspace_id: str) -> int:
+    """A stable signed 64-bit advisory lock key for the workspace's holds."""
+    digest = hashlib.blake2b(b"orcarouter budget " + workspace_id.encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)
+
+
+def _rooms_statement() -> Any:
+    """One statement (one snapshot): a row per wallet (``w``: balance) and per capped key
+    (``k``: cap, lifetime spend) asked for, each with the sum of its live holds outside the
+    batch. Built once: only the parameters (``workspaces``, ``keys``, ``now``, ``batch``)
+    change."""
+    now = bindparam("now", type_=budget_holds.c.expires_at.type)
+    batch = bindparam("batch", expanding=True, type_=String)
+
+    def held(column: Any, holder: Any) -> Any:
+        return (
+            select(func.coalesce(func.sum(budget_holds.c.amount_micros), 0))
+            .where(column == holder, budget_holds.c.expires_at > now)
+            .where(budget_holds.c.request_id.not_in(batch))
+            .scalar_subquery()
+        )
+
+    by_wallet = select(
+        literal("w").label("kind"),
+        wallets.c.workspace_id.label("holder"),
+        wallets.c.balance_micros.label("figure"),
+        literal(0, BigInteger).label("spent"),
+        held(budget_holds.c.workspace_id, wallets.c.workspace_id).label("held"),
+    ).where(wallets.c.workspace_id.in_(bindparam("workspaces", expanding=True, type_=String)))
+    by_key = (
+        select(
+            literal("k"),
+            api_keys.c.id,
+            api_keys.c.usd_cap_micros,
+            func.coalesce(key_spend.c.spent_micros, 0),
+            held(budget_holds.c.key_id, api_keys.c.id),
+        )
+        .select_from(api_keys.outerjoin(key_spend, key_spend.c.key_id == api_keys.c.id))
+        .where(api_keys.c.id.in_(bindparam("keys", expanding=True, type_=String)))
+        .where(api_keys.c.usd_cap_micros.is_not(None))
+    )
+    return union_all(by_wallet, by_key)
+
+
+def _rooms(rows: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """Room by workspace (wallets) and by key (caps) from ``_ROOMS``' rows."""
+    wallet_room: dict[str, int] = {}
+    cap_room: dict[str, int] = {}
+    for row in rows:
+        room = int(row.figure) - int(row.spent) - int(row.held)
+        (wallet_room if row.kind == "w" else cap_room)[row.holder] = room
+    return wallet_room, cap_room
+
+
+_ROOMS = _rooms_statement()
+_LOCK = select(func.pg_advisory_xact_lock(bindparam("lock", type_=BigInteger)))
+_SETTLE = (
+    update(budget_holds)
+    .where(budget_holds.c.request_id == bindparam("b_request_id"))
+    .values(
+        amount_micros=bindparam("b_amount"),
+        state=HOLD_SETTLED,
+        expires_at=bindparam("b_expires_at"),
+    )
+)
