@@ -10,7 +10,9 @@ Tunables (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
 BENCH_CONNECTIONS (32), BENCH_RATE (req/s, 200), BENCH_LATENCY_DURATION (s, 10),
 BENCH_LATENCY_WARMUP (s, 1), BENCH_GATEWAY_CPU (0), BENCH_LOAD_CPU (1),
 BENCH_NGINX_PROXY (1: also measure nginx proxy_pass), BENCH_SCENARIOS (comma-separated names),
-BENCH_GATEWAY_SRC (run the gateway from another checkout's ``src`` directory, for A/B runs).
+BENCH_GATEWAY_SRC (run the gateway from another checkout's ``src`` directory, for A/B runs),
+BENCH_WORKERS (2: also compare ``serve --workers 1`` with ``--workers 2`` on both cores; 1 or 0
+skips that comparison).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import payloads
 import report
 from scenarios import SCENARIOS, Scenario
 
@@ -75,6 +78,7 @@ class Options:
     load_cpu: int
     nginx_proxy: bool
     scenarios: tuple[str, ...]
+    workers: int = 2  # the multi-worker comparison: --workers 1 vs --workers N (N < 2: skip)
 
     @classmethod
     def from_env(cls) -> Options:
@@ -91,7 +95,13 @@ class Options:
             load_cpu=int(_env_num("BENCH_LOAD_CPU", 1)),
             nginx_proxy=os.environ.get("BENCH_NGINX_PROXY", "1") not in ("0", "false", "no"),
             scenarios=tuple(n.strip() for n in names.split(",") if n.strip()),
+            workers=int(_env_num("BENCH_WORKERS", 2)),
         )
+
+    @property
+    def both_cpus(self) -> str:
+        """The gateway's and the load's cores, for the multi-worker comparison."""
+        return ",".join(str(c) for c in sorted({self.gateway_cpu, self.load_cpu}))
 
 
 # --------------------------------------------------------------------------- processes
@@ -362,6 +372,7 @@ class Target:
     base: str
     pid: int | None  # the process whose CPU is charged to this target's requests
     via_gateway: bool
+    stopped: bool = False  # its process is gone (its results stay in the report)
 
     def url(self, scenario: Scenario) -> str:
         """The full URL a client of this target POSTs to."""
@@ -376,7 +387,8 @@ class Target:
         """Content type, the scenario's headers, and the key in the protocol's usual header."""
         headers = {"content-type": "application/json", **dict(scenario.headers)}
         token = key if self.via_gateway else UPSTREAM_KEY
-        if scenario.protocol == "anthropic":
+        protocol = scenario.client if self.via_gateway else scenario.protocol
+        if protocol == "anthropic":
             headers["x-api-key"] = token
         else:
             headers["authorization"] = f"Bearer {token}"
@@ -443,7 +455,9 @@ class Bench:
             "duration": self.opts.latency_duration,
             "warmup": self.opts.latency_warmup,
             "timeout": 10.0,
-            "expect_tail": scenario.expect_tail.decode(),
+            "expect_tail": (
+                scenario.expect_tail if target.via_gateway else scenario.response[-48:]
+            ).decode(),
         }
         slug = re.sub(r"\W+", "-", f"{scenario.name}-{target.key}")
         spec_path, out_path = self.tmp / f"spec-{slug}.json", self.tmp / f"lat-{slug}.json"
@@ -466,7 +480,9 @@ class Bench:
 
     def snapshot(self) -> Snapshot:
         """CPU time so far: per core, per started service, and of the load tools."""
-        own = {t.key: cpu_seconds(t.pid)[0] if t.pid else 0.0 for t in self.targets}
+        own = {
+            t.key: cpu_seconds(t.pid)[0] if t.pid and not t.stopped else 0.0 for t in self.targets
+        }
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         me = resource.getrusage(resource.RUSAGE_SELF)
         return Snapshot(
@@ -492,11 +508,17 @@ class Bench:
         busy_load = after.cores.get(load, 0.0) - before.cores.get(load, 0.0)
         ours_gw = used(["gateway", "proxy"])
         ours_load = used(["direct"]) + after.tools - before.tools
+        # Both cores together, every process of the benchmark (the multi-worker runs spread the
+        # gateway over both cores, so only the total says whether someone else was there).
+        busy_all = busy_gw + busy_load if gw != load else busy_gw
+        ours_all = used(list(after.own)) + after.tools - before.tools
         return {
             "gateway_core_busy": 100 * busy_gw / elapsed,
             "gateway_core_foreign": max(0.0, 100 * (busy_gw - ours_gw) / elapsed),
             "load_core_busy": 100 * busy_load / elapsed,
             "load_core_foreign": max(0.0, 100 * (busy_load - ours_load) / elapsed),
+            "all_busy": 100 * busy_all / elapsed,
+            "all_foreign": max(0.0, 100 * (busy_all - ours_all) / elapsed),
         }
 
 
@@ -508,6 +530,14 @@ def _wrk_non_2xx(output: str) -> int:
 # --------------------------------------------------------------------------- checks
 
 
+def answer_ok(scenario: Scenario, target: Target, raw: bytes) -> bool:
+    """The upstream's exact bytes, or (translated through the gateway) a complete stream in the
+    client's protocol with the whole answer and its usage."""
+    if target.via_gateway and scenario.translated:
+        return payloads.translated_stream_ok(scenario.client, raw)
+    return raw == scenario.response
+
+
 async def _fetch(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes, str]:
     async with (
         aiohttp.ClientSession() as session,
@@ -517,11 +547,11 @@ async def _fetch(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int
         return response.status, raw, response.headers.get("x-orca-resolved-model", "")
 
 
-def precheck(bench: Bench) -> list[dict[str, Any]]:
+def precheck(bench: Bench, targets: Sequence[Target] | None = None) -> list[dict[str, Any]]:
     """One request per scenario and target: status 200 and the upstream's exact bytes back."""
     rows: list[dict[str, Any]] = []
     for scenario in bench.scenarios:
-        for target in bench.targets:
+        for target in bench.targets if targets is None else targets:
             status, raw, resolved = asyncio.run(
                 _fetch(
                     target.url(scenario),
@@ -535,7 +565,8 @@ def precheck(bench: Bench) -> list[dict[str, Any]]:
                     "target": target.label,
                     "status": status,
                     "bytes": len(raw),
-                    "identical": raw == scenario.response,
+                    "identical": answer_ok(scenario, target, raw),
+                    "translated": target.via_gateway and scenario.translated,
                     "resolved": resolved,
                     "snippet": raw[:300].decode(errors="replace") if status != 200 else "",
                 }
@@ -637,6 +668,22 @@ class Results:
     log_lines: int = 0
     log_problems: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    workers: dict[int, WorkersRun] = field(default_factory=dict)  # by worker count
+
+
+@dataclass(slots=True)
+class WorkersRun:
+    """One gateway started with ``--workers count`` on both cores."""
+
+    count: int
+    log: Path
+    precheck: list[dict[str, Any]] = field(default_factory=list)
+    throughput: dict[str, dict[str, Any]] = field(default_factory=dict)  # by scenario
+    processes: int = 0  # the parent and its children at the end
+    rss_kib: int = 0  # their RSS together
+    ledger: list[tuple[Any, ...]] = field(default_factory=list)
+    ledger_error: str | None = None
+    log_problems: list[str] = field(default_factory=list)
 
 
 def pick_scenarios(names: Sequence[str]) -> list[Scenario]:
@@ -707,34 +754,12 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
             wait_http(proxy_url + "/healthz", proxy, "reference nginx proxy", tmp / "proxy.out")
             bench.targets.append(Target("proxy", "nginx proxy_pass", proxy_url, proxy.pid, False))
 
-        gateway_port = free_port()
-        data_dir = tmp / "gateway-data"
-        data_dir.mkdir()
         config = tmp / "gateway.yaml"
         gateway_config(config, upstream, scenarios)
-        gateway_env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp),
-            "LANG": "C.UTF-8",
-            "ORCAROUTER_DATA_DIR": str(data_dir),
-            "ORCAROUTER_HOST": HOST,
-            "ORCAROUTER_PORT": str(gateway_port),
-            "ORCAROUTER_ADMIN_KEY": admin_key,
-            "ORCAROUTER_ACCESS_LOG": "false",
-            "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
-        }
-        if os.environ.get("BENCH_GATEWAY_SRC"):  # benchmark another checkout's src/ (A/B)
-            gateway_env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
-        shown_env = {**gateway_env, "ORCAROUTER_ADMIN_KEY": "sk-orca-<random per run>"}
-        del shown_env["PATH"], shown_env["HOME"], shown_env["LANG"]
-        argv = [
-            "taskset", "-c", str(opts.gateway_cpu), sys.executable, "-m", "orcarouter",
-            "--config", str(config), "serve",
-        ]  # fmt: skip
-        with gateway_log.open("wb") as log_handle:
-            gateway = services.start(argv, env=gateway_env, shown_env=shown_env, stdout=log_handle)
-        gateway_url = f"http://{HOST}:{gateway_port}"
-        wait_http(gateway_url + "/healthz", gateway, "gateway", gateway_log)
+        data_dir = tmp / "gateway-data"
+        gateway, gateway_url = start_gateway(
+            bench, config, data_dir, gateway_log, str(opts.gateway_cpu)
+        )
         bench.targets.append(Target("gateway", "gateway", gateway_url, gateway.pid, True))
         log(f"gateway on {gateway_url}, core {opts.gateway_cpu}, pid {gateway.pid}")
         results.memory["after start"] = memory_kib(gateway.pid)
@@ -771,6 +796,11 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
         log("stopping the gateway (it drains its usage queue)")
         services.stop(gateway)
         results.ledger, results.ledger_error = ledger(data_dir / "orcarouter.db")
+        for target in bench.targets:
+            target.stopped = target.key == "gateway"
+        if opts.workers > 1:
+            for count in (1, opts.workers):
+                results.workers[count] = measure_workers(bench, config, count, stamp)
     finally:
         services.stop_all()
         results.wall_s = time.monotonic() - began
@@ -785,6 +815,99 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
     out = RESULTS / f"report-{stamp}.md"
     out.write_text(text)
     return results, out
+
+
+def start_gateway(
+    bench: Bench,
+    config: Path,
+    data_dir: Path,
+    log_path: Path,
+    cpus: str,
+    serve_args: Sequence[str] = (),
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``orcarouter serve`` on ``cpus`` with a fresh data dir; wait until it answers."""
+    port = free_port()
+    data_dir.mkdir()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(bench.tmp),
+        "LANG": "C.UTF-8",
+        "ORCAROUTER_DATA_DIR": str(data_dir),
+        "ORCAROUTER_HOST": HOST,
+        "ORCAROUTER_PORT": str(port),
+        "ORCAROUTER_ADMIN_KEY": bench.admin_key,
+        "ORCAROUTER_ACCESS_LOG": "false",
+        "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
+    }
+    if os.environ.get("BENCH_GATEWAY_SRC"):  # benchmark another checkout's src/ (A/B)
+        env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
+    shown_env = {**env, "ORCAROUTER_ADMIN_KEY": "sk-orca-<random per run>"}
+    del shown_env["PATH"], shown_env["HOME"], shown_env["LANG"]
+    argv = [
+        "taskset", "-c", cpus, sys.executable, "-m", "orcarouter", "--config", str(config),
+        "serve", *serve_args,
+    ]  # fmt: skip
+    with log_path.open("wb") as log_handle:
+        gateway = bench.services.start(argv, env=env, shown_env=shown_env, stdout=log_handle)
+    url = f"http://{HOST}:{port}"
+    wait_http(url + "/healthz", gateway, "gateway", log_path)
+    return gateway, url
+
+
+def wait_workers(pid: int, count: int, timeout: float = 60) -> None:
+    """Wait until ``pid`` has ``count`` worker processes (uvicorn starts them after binding)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = [c for c in _descendants(pid) if b"spawn_main" in _cmdline(c)]
+        if len(workers) >= count:
+            time.sleep(2)  # each worker's startup (keys, routers, budgets) after it appears
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the gateway did not start {count} workers in {timeout:g} s")
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def measure_workers(bench: Bench, config: Path, count: int, stamp: str) -> WorkersRun:
+    """Throughput of ``serve --workers count`` spread over both cores, per scenario.
+
+    The load side (wrk and the fake upstream) stays on its core, so with two cores the second
+    worker shares it with them: this shows how throughput scales, not a clean capacity figure.
+    """
+    opts = bench.opts
+    tag = f"workers{count}"
+    log_path = RESULTS / f"gateway-{stamp}-{tag}.log"
+    data_dir = bench.tmp / f"gateway-data-{tag}"
+    gateway, url = start_gateway(
+        bench, config, data_dir, log_path, opts.both_cpus, ("--workers", str(count))
+    )
+    run = WorkersRun(count=count, log=log_path)
+    target = Target(tag, f"gateway, {count} worker(s)", url, gateway.pid, True)
+    bench.targets.append(target)
+    try:
+        if count > 1:
+            wait_workers(gateway.pid, count)
+        run.precheck = precheck(bench, [target])
+        for scenario in bench.scenarios:
+            log(f"throughput: {scenario.name} -> gateway --workers {count} on {opts.both_cpus}")
+            if opts.warmup > 0:
+                bench.wrk(scenario, target, opts.warmup)
+            run.throughput[scenario.name] = bench.wrk(scenario, target, opts.duration)
+        run.processes = 1 + len(_descendants(gateway.pid))
+        run.rss_kib = sum(
+            memory_kib(p).get("VmRSS", 0) for p in [gateway.pid, *_descendants(gateway.pid)]
+        )
+        bench.services.stop(gateway)
+    finally:
+        bench.targets.remove(target)
+    run.ledger, run.ledger_error = ledger(data_dir / "orcarouter.db")
+    _, run.log_problems = log_problems(log_path)
+    return run
 
 
 def main() -> int:

@@ -239,3 +239,31 @@ def anthropic_stream() -> tuple[bytes, int]:
     events.append(_sse(orjson.dumps(message_delta), "message_delta"))
     events.append(_sse(b'{"type":"message_stop"}', "message_stop"))
     return b"".join(events), len(events)
+
+
+def stream_tail(protocol: str) -> bytes:
+    """The last bytes of every complete stream the gateway sends a client of ``protocol``."""
+    return b"data: [DONE]\n\n" if protocol == "openai" else b'"message_stop"}\n\n'
+
+
+def translated_stream_ok(protocol: str, raw: bytes) -> bool:
+    """Whether ``raw`` is a complete stream in ``protocol`` that carries the whole answer text
+    and the usage (what a translated stream must hold; its bytes are the gateway's own)."""
+    texts: list[str] = []
+    usage = False
+    datas = [line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    if protocol == "openai":
+        if not datas or datas[-1] != b"[DONE]":
+            return False
+        for data in datas[:-1]:
+            chunk = orjson.loads(data)
+            for choice in chunk.get("choices") or []:
+                texts.append(choice.get("delta", {}).get("content") or "")
+            usage = usage or bool(chunk.get("usage"))
+    else:
+        for data in datas:
+            event = orjson.loads(data)
+            if event.get("type") == "content_block_delta":
+                texts.append(event["delta"].get("text", ""))
+            usage = usage or (event.get("type") == "message_delta" and "usage" in event)
+    return usage and "".join(texts) == _ANSWER and raw.endswith(stream_tail(protocol))

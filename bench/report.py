@@ -15,6 +15,7 @@ TARGET_PROXY_FRACTION = 0.25
 TARGET_ADDED_P50_MS = 0.3
 TARGET_ADDED_P99_MS = 1.0
 TARGET_ADDED_TTFT_MS = 1.0
+TARGET_TRANSLATED_EVENTS_PER_CPU_S = 100_000.0
 
 # Above this share (in % of a run) of CPU used by processes that are not the benchmark's, a run
 # measured a shared core, not the gateway alone.
@@ -122,6 +123,7 @@ def _validity(results: Results, bench: Bench) -> list[str]:
         if result["errors"]:
             problems.append(f"latency {name} via {labels[key]}: errors {result['errors']}")
     problems += _contention(results, bench, labels)
+    problems += _workers_validity(results)
     for record in results.ledger:
         status, outcome = record[2], record[3]
         if outcome not in ("ok", "client_cancelled") or (status >= 400 and status != 499):
@@ -131,6 +133,102 @@ def _validity(results: Results, bench: Bench) -> list[str]:
     if results.log_problems:
         problems.append(f"gateway log: {len(results.log_problems)} warning/error lines")
     return problems
+
+
+def _workers_validity(results: Results) -> list[str]:
+    problems: list[str] = []
+    for count, run in results.workers.items():
+        label = f"--workers {count}"
+        for row in run.precheck:
+            if row["status"] != 200 or not row["identical"]:
+                problems.append(f"pre-check {row['scenario']} via {label}: HTTP {row['status']}")
+        for name, result in run.throughput.items():
+            if _errors(result) or result["non_2xx"]:
+                problems.append(f"wrk {name} via {label}: errors {_error_text(result)}")
+            foreign = result.get("cores", {}).get("all_foreign", 0.0)
+            if foreign > MAX_FOREIGN_LOAD_CORE:
+                problems.append(f"wrk {name} via {label}: other processes used {foreign:.0f} %")
+        for record in run.ledger:
+            status, outcome = record[2], record[3]
+            if outcome not in ("ok", "client_cancelled") or (status >= 400 and status != 499):
+                problems.append(
+                    f"{label} ledger: {record[5]} records {record[0]} {status} {outcome}"
+                )
+        if run.ledger_error:
+            problems.append(f"{label} ledger: {run.ledger_error}")
+        if run.log_problems:
+            problems.append(f"{label} log: {len(run.log_problems)} warning/error lines")
+    return problems
+
+
+def _events_per_cpu_s(scenario_events: int, result: dict[str, Any] | None) -> float | None:
+    if result is None or not scenario_events or not float(result["cpu_s"]):
+        return None
+    return scenario_events * float(result["requests"]) / float(result["cpu_s"])
+
+
+def _streams(results: Results, bench: Bench) -> list[str]:
+    rows = []
+    for s in bench.scenarios:
+        if not s.stream:
+            continue
+        gateway = results.throughput.get((s.name, "gateway"))
+        rows.append(
+            [s.name, f"{s.client} -> {s.protocol}", str(s.events),
+             _fmt(_events_per_cpu_s(s.events, gateway))]
+        )  # fmt: skip
+    if not rows:
+        return []
+    lines = ["", "Streams, upstream events relayed per second of gateway CPU (one core):", ""]
+    return lines + _table(
+        ["scenario", "client -> upstream protocol", "events per answer", "events / CPU s"], rows
+    )
+
+
+def _workers(results: Results, bench: Bench) -> list[str]:
+    if not results.workers:
+        return []
+    counts = sorted(results.workers)
+    low, high = results.workers[counts[0]], results.workers[counts[-1]]
+    opts = bench.opts
+    lines = [
+        "",
+        f"## Worker processes (`serve --workers {low.count}` vs `--workers {high.count}`)",
+        "",
+        f"Each gateway on cores {opts.both_cpus} (`taskset`), the fake upstream and wrk on core "
+        f"{opts.load_cpu} as above, so the extra worker shares that core with the load side: "
+        "the ratio shows how throughput scales on this machine, a machine with spare cores "
+        "for the load would show more. CPU µs/req sums the parent and every worker.",
+        "",
+    ]
+    rows = []
+    for s in bench.scenarios:
+        a, b = low.throughput.get(s.name), high.throughput.get(s.name)
+        ra, rb = _rps(a), _rps(b)
+
+        def busy(r: dict[str, Any] | None) -> str:
+            return _fmt(r["cores"]["all_busy"], 0, " %") if r and "cores" in r else "-"
+
+        rows.append(
+            [s.name, _fmt(ra), _fmt(rb), _fmt(rb / ra if ra and rb else None, 2),
+             f"{_fmt(_cpu_us(a), 1)} / {_fmt(_cpu_us(b), 1)}", f"{busy(a)} / {busy(b)}",
+             f"{_error_text(a)} / {_error_text(b)}"]
+        )  # fmt: skip
+    lines += _table(
+        ["scenario", f"req/s, {low.count} worker", f"req/s, {high.count} workers",
+         f"{high.count} / {low.count}", "CPU µs/req", "both cores busy", "errors"],
+        rows,
+    )  # fmt: skip
+    lines.append("")
+    for run in (low, high):
+        records = sum(int(r[5]) for r in run.ledger)
+        lines.append(
+            f"- `--workers {run.count}`: {run.processes} processes at the end, "
+            f"{run.rss_kib / 1024:.1f} MiB RSS together, {records:,} usage records "
+            f"({run.ledger_error or 'ledger read'}), log `{run.log.name}` with "
+            f"{len(run.log_problems)} warning/error lines."
+        )
+    return lines
 
 
 def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C901
@@ -229,7 +327,6 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
         row.append(errs + ("" if set(non2) <= {"0"} else f" (non-2xx {'/'.join(non2)})"))
         rows.append(row)
     out += _table(header, rows)
-    out += ["", "Raw wrk numbers (measured runs):", ""]
     raw_rows = []
     for s in bench.scenarios:
         for t in bench.targets:
@@ -252,6 +349,8 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
                     _cores(r, 1),
                 ]
             )
+    out += _streams(results, bench)
+    out += ["", "Raw wrk numbers (measured runs):", ""]
     out += _table(
         [
             "scenario", "target", "requests", "seconds", "target CPU s", "bytes/response",
@@ -317,6 +416,8 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
             ttfb_rows,
         )  # fmt: skip
 
+    out += _workers(results, bench)
+
     # Memory
     out += ["", "## Gateway memory", ""]
     mem_rows = [
@@ -339,7 +440,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
     # Checks
     out += ["", "## Checks", "", "Pre-check, one request per scenario and target:", ""]
     out += _table(
-        ["scenario", "target", "status", "bytes", "identical to the upstream's answer"],
+        ["scenario", "target", "status", "bytes", "the upstream's exact bytes"],
         [
             [
                 r["scenario"],
@@ -347,6 +448,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
                 str(r["status"]),
                 str(r["bytes"]),
                 ("yes" if r["identical"] else "NO")
+                + (" (translated: the whole text and the usage)" if r.get("translated") else "")
                 + (f" ({r['snippet']})" if r["snippet"] else ""),
             ]
             for r in results.precheck
@@ -394,17 +496,44 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
     return "\n".join(out)
 
 
+def _verdict(value: float | None, limit: float, *, at_least: bool = False) -> str:
+    if value is None:
+        return "-"
+    ok = value >= limit if at_least else value <= limit
+    if ok:
+        return "met"
+    return f"missed by {abs(value - limit):.3g}"
+
+
+def _scaling_targets(results: Results, bench: Bench) -> list[list[str]]:
+    """Translated events per CPU second, and throughput with more workers."""
+    rows: list[list[str]] = []
+    for s in bench.scenarios:
+        if s.translated and s.stream:
+            rate = _events_per_cpu_s(s.events, results.throughput.get((s.name, "gateway")))
+            limit = TARGET_TRANSLATED_EVENTS_PER_CPU_S
+            rows.append(
+                [f"{s.name}: translated events per second per core", f"≥ {limit:,.0f}",
+                 _fmt(rate), _verdict(rate, limit, at_least=True)]
+            )  # fmt: skip
+    one = results.workers.get(1)
+    for count, run in sorted(results.workers.items()):
+        if count == 1:
+            continue
+        for s in bench.scenarios:
+            base = _rps(one.throughput.get(s.name)) if one else None
+            more = _rps(run.throughput.get(s.name))
+            ratio = more / base if more and base else None
+            rows.append(
+                [f"{s.name}: throughput, {count} workers ÷ 1 worker", "scales with cores",
+                 _fmt(ratio, 2), "-"]
+            )  # fmt: skip
+    return rows
+
+
 def _targets(results: Results, bench: Bench) -> list[str]:
     rows: list[list[str]] = []
-
-    def verdict(value: float | None, limit: float, *, at_least: bool = False) -> str:
-        if value is None:
-            return "-"
-        ok = value >= limit if at_least else value <= limit
-        if ok:
-            return "met"
-        return f"missed by {abs(value - limit):.3g}"
-
+    verdict = _verdict
     for s in bench.scenarios:
         if s.stream:
             continue
@@ -423,6 +552,7 @@ def _targets(results: Results, bench: Bench) -> list[str]:
                  "µs/req)", f"≥ {TARGET_PROXY_FRACTION:g}", _fmt(ratio, 3),
                  verdict(ratio, TARGET_PROXY_FRACTION, at_least=True)]
             )  # fmt: skip
+    rows += _scaling_targets(results, bench)
     for s in bench.scenarios:
         direct = results.latency.get((s.name, "direct"))
         gateway = results.latency.get((s.name, "gateway"))

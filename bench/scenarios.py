@@ -3,7 +3,8 @@
 A scenario says which gateway route the client calls, which model it asks for, and what the fake
 upstream serves for the provider that model resolves to. Adding a kind of traffic (for example
 cross-format translation, once it exists) is one more entry in ``SCENARIOS``: give it the gateway
-body in the client's format and the upstream path and answer of the provider it reaches.
+body in the client's format and the upstream path and answer of the provider it reaches, as
+``cross-format stream`` does (an OpenAI client, an Anthropic upstream).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Scenario:
     response: bytes  # what the fake upstream answers
     content_type: str
     events: int  # SSE events per answer (0 when not streamed)
+    client_protocol: str = ""  # the format the client speaks ("": the provider's own)
 
     @property
     def gateway_model(self) -> str:
@@ -50,8 +52,22 @@ class Scenario:
         return self.upstream_base + self.upstream_suffix
 
     @property
+    def client(self) -> str:
+        """The protocol the client speaks to the gateway."""
+        return self.client_protocol or self.protocol
+
+    @property
+    def translated(self) -> bool:
+        """True when the gateway translates between two protocols (its answer is not the
+        upstream's bytes)."""
+        return self.client != self.protocol
+
+    @property
     def expect_tail(self) -> bytes:
-        """The last bytes of every valid answer (the relay forwards the upstream's bytes)."""
+        """The last bytes of every valid answer through the gateway: the upstream's own when
+        the relay forwards them, else the end of the client protocol's stream."""
+        if self.translated:
+            return payloads.stream_tail(self.client)
         return self.response[-48:]
 
 
@@ -105,9 +121,32 @@ def _anthropic(name: str, provider_id: str, *, stream: bool) -> Scenario:
     )
 
 
+def _cross_stream(name: str, provider_id: str) -> Scenario:
+    """An OpenAI client streaming from an Anthropic upstream: every event is translated."""
+    model = payloads.ANTHROPIC_MODEL_UPSTREAM
+    response, events = payloads.anthropic_stream()
+    return Scenario(
+        name=name,
+        provider_id=provider_id,
+        protocol="anthropic",
+        upstream_model=model,
+        gateway_route=OPENAI_ROUTE,
+        upstream_suffix="/messages",
+        stream=True,
+        gateway_body=payloads.openai_request(f"{provider_id}/{model}", stream=True),
+        direct_body=payloads.anthropic_request(model, stream=True),
+        headers=(("anthropic-version", "2023-06-01"),),
+        response=response,
+        content_type="text/event-stream",
+        events=events,
+        client_protocol="openai",
+    )
+
+
 SCENARIOS: list[Scenario] = [
     _openai("openai non-stream", "oai", stream=False),
     _anthropic("anthropic non-stream", "ant", stream=False),
     _openai("openai stream", "oai-sse", stream=True),
     _anthropic("anthropic stream", "ant-sse", stream=True),
+    _cross_stream("cross-format stream", "xant-sse"),
 ]

@@ -21,6 +21,13 @@ OPENAI_UPSTREAM_KEY = "sk-upstream-openai-SECRET-0123456789abcdef"
 ANTHROPIC_UPSTREAM_KEY = "sk-ant-upstream-SECRET-0123456789abcdef"
 GEMINI_UPSTREAM_KEY = "AIza-upstream-gemini-SECRET-0123456789"
 MAX_BODY_BYTES = 4 * 1024 * 1024
+# The environment a gateway on ``replay_config`` needs: the admin key and the upstream keys.
+REPLAY_ENV = {
+    "ORCAROUTER_ADMIN_KEY": ADMIN_KEY,
+    "REPLAY_OPENAI_KEY": OPENAI_UPSTREAM_KEY,
+    "REPLAY_ANTHROPIC_KEY": ANTHROPIC_UPSTREAM_KEY,
+    "REPLAY_GEMINI_KEY": GEMINI_UPSTREAM_KEY,
+}
 
 
 @pytest.fixture(scope="session")
@@ -105,13 +112,7 @@ def gateway(
     process = GatewayProcess(
         workdir,
         replay_config(upstream),
-        env={
-            "ORCAROUTER_ADMIN_KEY": ADMIN_KEY,
-            "REPLAY_OPENAI_KEY": OPENAI_UPSTREAM_KEY,
-            "REPLAY_ANTHROPIC_KEY": ANTHROPIC_UPSTREAM_KEY,
-            "REPLAY_GEMINI_KEY": GEMINI_UPSTREAM_KEY,
-            "ORCAROUTER_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
-        },
+        env={**REPLAY_ENV, "ORCAROUTER_MAX_BODY_BYTES": str(MAX_BODY_BYTES)},
     )
     process.start()
     yield process

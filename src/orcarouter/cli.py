@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from orcarouter.accounts.bootstrap import bootstrap
 from orcarouter.accounts.credentials import (
@@ -47,6 +49,8 @@ from orcarouter.store.wallets import WalletRepository
 log = logging.getLogger("orcarouter")
 
 NEW_SECRET_KEY_ENV = "ORCAROUTER_SECRET_KEY_NEW"  # noqa: S105 - a variable's name
+WORKERS_ENV = "ORCAROUTER_WORKERS"
+CONFIG_ENV = "ORCAROUTER_CONFIG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="migrate the database and start the gateway")
     serve.add_argument("--host", help="listen address (or ORCAROUTER_HOST)")
     serve.add_argument("--port", type=int, help="listen port (or ORCAROUTER_PORT)")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help=(
+            f"worker processes (or {WORKERS_ENV}; default 1). Without ORCAROUTER_REDIS_URL, "
+            "rate limits, budget holds and provider health are per process; with it they are "
+            "shared"
+        ),
+    )
     commands.add_parser("migrate", help="apply database migrations")
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="keys_command", required=True
@@ -105,7 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "serve":
-        return _serve(settings, args.host, args.port)
+        workers = _workers(args.workers)
+        if workers > 1 and args.config:  # the workers read their settings from the environment
+            os.environ[CONFIG_ENV] = args.config
+        return _serve(settings, args.host, args.port, workers)
     if args.command == "migrate":
         migrate(settings.database_url)
         print("database is up to date")
@@ -132,7 +148,22 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return 2
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _workers(given: int | None) -> int:
+    """``--workers``, else ``ORCAROUTER_WORKERS``, else 1."""
+    if given is None:
+        raw = os.environ.get(WORKERS_ENV, "").strip()
+        if not raw:
+            return 1
+        if not raw.isdigit():
+            raise ConfigError(f"{WORKERS_ENV} must be a whole number, not {raw!r}")
+        given = int(raw)
+    if given < 1:
+        raise ConfigError("the number of workers must be at least 1")
+    return given
+
+
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int = 1) -> int:
+    """Migrate and bootstrap once, here; then serve in this process or in ``workers``."""
     try:
         gateway = Gateway(settings)
     except CatalogError as exc:
@@ -153,20 +184,39 @@ def _serve(settings: Settings, host: str | None, port: int | None) -> int:
             f"    {secret}\n",
             flush=True,
         )
-    config = uvicorn.Config(
-        gateway,
-        host=host or settings.host,
-        port=port or settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-    )
+    listen: dict[str, Any] = {"host": host or settings.host, "port": port or settings.port}
+    if workers > 1:
+        del gateway  # each worker builds its own (orcarouter.app:create_app)
+        return _serve_workers(workers, listen)
+    config = uvicorn.Config(gateway, **listen, **_UVICORN)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+_FACTORY = "orcarouter.app:create_app"
+_UVICORN: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "lifespan": "on",
+    "access_log": False,
+    "log_config": None,
+    "server_header": False,
+}
+
+
+def _serve_workers(workers: int, listen: dict[str, Any]) -> int:
+    """Several worker processes on one listening socket, each running ``create_app()``.
+
+    The parent only supervises (uvicorn restarts a worker that dies); the database is migrated
+    and the admin key created before the workers start, so they never race for either.
+    """
+    config = uvicorn.Config(_FACTORY, factory=True, workers=workers, **listen, **_UVICORN)
+    log.info("starting %d worker processes", config.workers)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
+    return 1 if failed else 0
 
 
 async def _bootstrap(settings: Settings) -> str | None:

@@ -8,23 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
-    ADMIN_KEY,
-    ANTHROPIC_UPSTREAM_KEY,
-    GEMINI_UPSTREAM_KEY,
-    OPENAI_UPSTREAM_KEY,
-    replay_config,
-)
+from tests.conftest import ADMIN_KEY, REPLAY_ENV, replay_config
 from tests.support.gateway import GatewayProcess, closed_port
 from tests.support.http import request
 from tests.support.replay import ReplayUpstream
 
 REDIS_PASSWORD = "redis-SECRET-password-0123456789"
-UPSTREAM_KEYS = {
-    "REPLAY_OPENAI_KEY": OPENAI_UPSTREAM_KEY,
-    "REPLAY_ANTHROPIC_KEY": ANTHROPIC_UPSTREAM_KEY,
-    "REPLAY_GEMINI_KEY": GEMINI_UPSTREAM_KEY,
-}
 
 
 def _gateway(workdir: Path, upstream: ReplayUpstream, **env: str) -> GatewayProcess:
@@ -35,7 +24,7 @@ def _gateway(workdir: Path, upstream: ReplayUpstream, **env: str) -> GatewayProc
         env={
             "ORCAROUTER_ADMIN_KEY": ADMIN_KEY,
             "ORCAROUTER_REDIS_URL": dead,
-            **UPSTREAM_KEYS,
+            **REPLAY_ENV,
             **env,
         },
     )
@@ -80,7 +69,7 @@ def test_a_url_that_is_not_redis_is_a_configuration_error(
     tmp_path: Path, upstream: ReplayUpstream, url: str
 ) -> None:
     gateway = GatewayProcess(
-        tmp_path, replay_config(upstream), env={"ORCAROUTER_REDIS_URL": url, **UPSTREAM_KEYS}
+        tmp_path, replay_config(upstream), env={"ORCAROUTER_REDIS_URL": url, **REPLAY_ENV}
     )
     done = gateway.cli("migrate")
     assert done.returncode == 2

@@ -33,9 +33,15 @@ class GatewayProcess:
     """``orcarouter serve`` with a YAML config, a data dir and extra environment."""
 
     def __init__(
-        self, workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        env: dict[str, str] | None = None,
+        serve_args: tuple[str, ...] = (),
     ) -> None:
+        """``serve_args``: extra arguments after ``serve``, e.g. ``("--workers", "2")``."""
         self.workdir = workdir
+        self.serve_args = serve_args
         self.port = free_port()
         self.config_path = workdir / "orcarouter.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
@@ -67,9 +73,10 @@ class GatewayProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         """Start and wait until ``/healthz`` answers."""
+        argv = [sys.executable, "-m", "orcarouter", "--config", str(self.config_path), "serve"]
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "orcarouter", "--config", str(self.config_path), "serve"],
+                [*argv, *self.serve_args],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -85,6 +92,12 @@ class GatewayProcess:
             except (urllib.error.URLError, ConnectionError):
                 time.sleep(0.05)
         raise RuntimeError("gateway did not become healthy")
+
+    @property
+    def pid(self) -> int:
+        """The ``orcarouter serve`` process (with workers: their supervising parent)."""
+        assert self._proc is not None
+        return self._proc.pid
 
     def kill(self) -> None:
         """SIGKILL: the process dies at once, as in a crash (no shutdown, no drain)."""

@@ -190,6 +190,7 @@ async def relay_stream(
     """
     splitter = SSESplitter()
     record.status_code = response.status
+    held: list[bytes] = []  # the events that came with the upstream's end: sent with ours
     try:
         try:
             async with asyncio.timeout_at(first_event_by) as deadline:
@@ -199,7 +200,9 @@ async def relay_stream(
                     ]
                     if peek and not exchange.committed and observer.error_type is not None:
                         raise _first_event_error(observer.error_type)
-                    if out:
+                    if response.at_end:  # one send fewer: these go out with the final one
+                        held = out
+                    elif out:
                         await forward_events(out, exchange, record, send)
                         if deadline.when() is not None:
                             deadline.reschedule(None)
@@ -208,7 +211,10 @@ async def relay_stream(
                 if peek and not exchange.committed and observer.error_type is not None:
                     raise _first_event_error(observer.error_type)
                 if last:
-                    await forward_events([last], exchange, record, send)
+                    held.append(last)
+                if held:
+                    ended = observer.finished or observer.error_type is not None
+                    await forward_events(held, exchange, record, send, end=ended)
         except TimeoutError:
             raise UpstreamTimeout("upstream sent no first event in time") from None
         if not observer.finished and observer.error_type is None:
@@ -230,8 +236,9 @@ async def relay_stream(
 
 
 async def forward_events(
-    events: list[bytes], exchange: Exchange, record: UsageRecord, send: Send
+    events: list[bytes], exchange: Exchange, record: UsageRecord, send: Send, *, end: bool = False
 ) -> None:
+    """Send events (committing the response first if needed); ``end``: they are the last."""
     if not exchange.committed:
         exchange.committed = True
         record.ttft_ms = exchange.elapsed_ms()
@@ -242,11 +249,13 @@ async def forward_events(
                 "headers": [*_STREAM_HEADERS, *exchange.headers],
             }
         )
+    if end:
+        exchange.finished = True
     await send(
         {
             "type": "http.response.body",
             "body": events[0] if len(events) == 1 else b"".join(events),
-            "more_body": True,
+            "more_body": not end,
         }
     )
 

@@ -10,7 +10,7 @@ stable and in the operator's hands. Catalog aliases (the hosted product's dotted
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from orcarouter.errors import ModelNotFound
 from orcarouter.settings import Provider
@@ -18,15 +18,18 @@ from orcarouter.settings import Provider
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """Where one request goes."""
+    """Where one request goes; ``model_id`` is the gateway-wide id: ``provider/model``."""
 
     provider: Provider
     upstream_model: str
+    # Computed once: a request reads it for access, health, headers and its usage record.
+    model_id: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def model_id(self) -> str:
-        """The gateway-wide id of the model: ``provider/model``."""
-        return f"{self.provider.id}/{self.upstream_model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_id", f"{self.provider.id}/{self.upstream_model}")
+
+
+MAX_REMEMBERED = 4096
 
 
 class ModelResolver:
@@ -44,6 +47,7 @@ class ModelResolver:
         for provider in self._providers.values():
             for model in sorted(served.get(provider.id, ())):
                 self._bare.setdefault(model, Target(provider, model))
+        self._prefixed: dict[str, Target] = {}  # provider/model ids resolved so far (immutable)
 
     def resolve(self, model: str) -> Target:
         """The target for ``model``; raises ``ModelNotFound`` naming what was asked."""
@@ -64,7 +68,12 @@ class ModelResolver:
                     f"model '{model}' is not served: provider '{provider.id}' serves "
                     f"only the models its configuration lists"
                 )
-            return Target(provider, rest)
+            target = self._prefixed.get(model)
+            if target is None:
+                if len(self._prefixed) >= MAX_REMEMBERED:  # clients choose these strings
+                    self._prefixed.clear()
+                target = self._prefixed[model] = Target(provider, rest)
+            return target
         target = self._bare.get(model)
         if target is None:
             raise ModelNotFound(

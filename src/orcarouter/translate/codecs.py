@@ -117,7 +117,11 @@ class _OpenAIEncoder:
         self._encoder = openai_chat.OpenAIChunkEncoder(include_usage=include_usage)
 
     def encode(self, event: StreamEvent) -> bytes:
-        out = b"".join(encode_event(orjson.dumps(c)) for c in self._encoder.feed(event))
+        chunks = self._encoder.feed(event)
+        if len(chunks) == 1:  # the usual delta: one chunk, framed without a generator
+            out = b"data: " + orjson.dumps(chunks[0]) + b"\n\n"
+        else:
+            out = b"".join([encode_event(orjson.dumps(c)) for c in chunks])
         if isinstance(event, MessageStop):
             out += b"data: [DONE]\n\n"
         return out

@@ -45,6 +45,11 @@ class UpstreamResponse:
         """True when the upstream answered with Server-Sent Events."""
         return self.headers.get("content-type", "").startswith("text/event-stream")
 
+    @property
+    def at_end(self) -> bool:
+        """True once the whole body has arrived (what is left to read is buffered already)."""
+        return self._response.content.at_eof()
+
     async def read(self, limit: int = MAX_RESPONSE_BYTES) -> bytes:
         """The whole (decoded) body, refusing bodies over ``limit`` bytes."""
         parts: list[bytes] = []

@@ -44,15 +44,22 @@ class SSEEvent:
 class SSESplitter:
     """Feeds raw bytes, yields complete events as soon as their blank line has arrived."""
 
-    __slots__ = ("_buffer", "_max_event_bytes")
+    __slots__ = ("_buffer", "_cr_ended", "_max_event_bytes")
 
     def __init__(self, max_event_bytes: int = 16 * 1024 * 1024) -> None:
         self._buffer = b""
         self._max_event_bytes = max_event_bytes
+        self._cr_ended = False  # the last read ended exactly with an event ended by CR CR
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Add ``chunk`` and return the events it completed (possibly none)."""
+        if self._cr_ended:
+            self._cr_ended = False
+            if chunk.startswith(b"\n"):  # that CR CR was CR then CR LF: the LF is an empty event
+                return [SSEEvent("", "", b"\n"), *self.feed(chunk[1:])]
         buffer = self._buffer + chunk if self._buffer else chunk
+        if b"\r" not in buffer:  # LF endings only (every vendor's): split, no regex
+            return self._feed_lf(buffer)
         events: list[SSEEvent] = []
         start = 0
         while True:
@@ -65,8 +72,23 @@ class SSESplitter:
             events.append(parse_event(buffer[start:end]))
             start = end
         self._buffer = buffer[start:]
+        self._cr_ended = start == len(buffer) and buffer.endswith(b"\r")
         if len(self._buffer) > self._max_event_bytes:
             raise SSEError(f"an SSE event exceeded {self._max_event_bytes} bytes")
+        return events
+
+    def _feed_lf(self, buffer: bytes) -> list[SSEEvent]:
+        """``feed`` for a buffer without CR: events end exactly at each ``\\n\\n``."""
+        *bodies, rest = buffer.split(b"\n\n")
+        limit = self._max_event_bytes
+        events = []
+        for body in bodies:
+            if len(body) > limit:
+                raise SSEError(f"an SSE event exceeded {limit} bytes")
+            events.append(_parse_lf(body, body + b"\n\n"))
+        self._buffer = rest
+        if len(rest) > limit:
+            raise SSEError(f"an SSE event exceeded {limit} bytes")
         return events
 
     def close(self) -> SSEEvent | None:
@@ -77,11 +99,29 @@ class SSESplitter:
         return parse_event(rest)
 
 
+def _parse_lf(body: bytes, raw: bytes) -> SSEEvent:
+    """``parse_event`` for an event without CR (``body``: ``raw`` without its blank line),
+    with the two shapes vendors send taken without a loop: one ``data:`` line, or an
+    ``event:`` line then one ``data:`` line."""
+    text = body.decode("utf-8", errors="replace")
+    if text.startswith("data: ") and "\n" not in text:
+        return SSEEvent("", text[6:].rstrip(), raw)
+    if text.startswith("event: ") and text.count("\n") == 1:
+        first, second = text.split("\n")
+        if second.startswith("data: "):
+            return SSEEvent(first[7:].strip(), second[6:].rstrip(), raw)
+    return _parse_lines(text.split("\n"), raw)
+
+
 def parse_event(raw: bytes) -> SSEEvent:
     """Parse one event's bytes into its name and data (fields other than these are ignored)."""
+    return _parse_lines(_LINE_END.split(raw.decode("utf-8", errors="replace")), raw)
+
+
+def _parse_lines(lines: list[str], raw: bytes) -> SSEEvent:
     name = ""
     data: list[str] = []
-    for line in _LINE_END.split(raw.decode("utf-8", errors="replace")):
+    for line in lines:
         if not line or line.startswith(":"):
             continue
         field, _, value = line.partition(":")

@@ -50,6 +50,9 @@ class AnthropicEventDecoder:
     def feed(self, data: Mapping[str, Any]) -> list[StreamEvent]:
         """Translate one event; its ``type`` field names it (as the SSE ``event:`` line does)."""
         kind = data.get("type")
+        if kind == "content_block_delta":  # nearly every event: tested first
+            delta = _delta(data.get("delta") or {})
+            return [BlockDelta(index=int(data.get("index", 0)), delta=delta)]
         if kind == "message_start":
             return [self._message_start(data.get("message") or {})]
         if kind == "content_block_start":
@@ -57,9 +60,6 @@ class AnthropicEventDecoder:
             self._open.append(index)
             block = block_from_anthropic(data.get("content_block") or {})
             return [BlockStart(index=index, block=block)]
-        if kind == "content_block_delta":
-            delta = _delta(data.get("delta") or {})
-            return [BlockDelta(index=int(data.get("index", 0)), delta=delta)]
         if kind == "content_block_stop":
             index = int(data.get("index", 0))
             if index in self._open:

@@ -112,10 +112,13 @@ class OpenAIChunkEncoder:
         return self._error(event)
 
     def _chunk(self, delta: JsonDict, finish_reason: str | None = None) -> JsonDict:
+        created = self._created
+        if not created:  # one time for the whole stream, as OpenAI's own chunks carry
+            created = self._created = int(time.time())
         return {
             "id": self._id,
             "object": "chat.completion.chunk",
-            "created": self._created or int(time.time()),
+            "created": created,
             "model": self._model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
         }
