@@ -25,6 +25,12 @@ def client_wants_usage(payload: Mapping[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+_DELTA = '"choices":[{'  # a chunk with at least one choice, as the vendors write it
+_USAGE = '"usage"'
+_NO_USAGE = '"usage":null'
+_ERROR = '"error"'
+
+
 class OpenAIStreamObserver(ObservedStream):
     """Reads usage, the served model and the end marker from a chat-completion stream."""
 
@@ -42,6 +48,14 @@ class OpenAIStreamObserver(ObservedStream):
         if data == "[DONE]":
             self.finished = True
             return event.raw
+        if self.upstream_model is not None and _DELTA in data and _ERROR not in data:
+            # Most chunks are one content delta (with ``"usage":null`` when usage was asked
+            # for): nothing to read but that it is one. Vendors never escape a key, so a chunk
+            # carrying usage or an error holds the quoted name and takes the full decode below.
+            usage_named = data.count(_USAGE)
+            if usage_named == 0 or (usage_named == 1 and _NO_USAGE in data):
+                self.produced += 1
+                return event.raw
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
