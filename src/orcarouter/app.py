@@ -24,7 +24,12 @@ from orcarouter.api.count_tokens import CountTokensEndpoint
 from orcarouter.api.dialects import ANTHROPIC_MESSAGES, OPENAI_CHAT
 from orcarouter.api.generation import GenerationEndpoint
 from orcarouter.api.health import HealthEndpoints
-from orcarouter.api.inference import GatewayContext, InferenceEndpoint, new_request_id
+from orcarouter.api.inference import (
+    MAX_ATTEMPTS,
+    GatewayContext,
+    InferenceEndpoint,
+    new_request_id,
+)
 from orcarouter.api.management import build_management_app
 from orcarouter.api.metrics_route import MetricsEndpoint
 from orcarouter.catalog import Catalog
@@ -450,8 +455,11 @@ def _shared_store(settings: Settings, metrics: Metrics) -> SharedStore | None:
 
 
 def _longest_request(settings: Settings) -> float:
-    """The longest a request may take (a hold or a concurrency slot lives at least as long)."""
-    return max((p.timeouts.total for p in settings.providers), default=900.0)
+    """The longest a request may take: every attempt of a full route at the longest total
+    timeout (a concurrency slot of a replica that died is given back after that)."""
+    totals = [p.timeouts.total for p in settings.providers]
+    totals += [t.total for p in settings.providers for t in p.model_timeouts.values()]
+    return MAX_ATTEMPTS * max(totals, default=900.0)
 
 
 def _redis_location(url: str) -> str:

@@ -404,8 +404,10 @@ class InferenceEndpoint:
             default=0,
         )
         try:
+            # The hold outlives the request: every attempt of the route may take its total.
+            ttl = 60.0 + sum(t.provider.timeouts_for(t.upstream_model).total for t in route.targets)
             return await budgets.hold(
-                record.request_id, principal.workspace_id, principal.key_id, worst
+                record.request_id, principal.workspace_id, principal.key_id, worst, ttl
             )
         except InsufficientFunds as exc:
             record.error_type = InsufficientQuota.code

@@ -568,7 +568,7 @@ class SharedBudgets:
             args += [index[holder], request_id, change.state, change.amount, change.ttl]
         try:
             await self._store.run_script(self._apply, keys, args, "budget changes")
-        except SharedStoreUnavailable:
+        except BaseException:  # Redis down, or cancelled mid-send (shutdown): keep the batch
             for slot, change in reversed(batch):  # a newer state queued meanwhile wins
                 if slot not in self._queue:
                     self._queue[slot] = change

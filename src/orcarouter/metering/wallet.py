@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -115,6 +115,7 @@ class Budgets:
         self._caps: dict[str, _Account] = {}  # key id -> cap less lifetime spend
         self._open: dict[str, Reservation] = {}
         self.generation = 0  # charges written so far (see ``load``)
+        self._written_at: dict[str, int] = {}  # "w:ws" / "k:key" -> generation of its last charge
 
     def load(
         self,
@@ -125,14 +126,21 @@ class Budgets:
         """Replace the settled figures with the database's: wallet balances by workspace, and
         (cap, lifetime spend) by key. Open reservations and unwritten charges are kept.
 
-        ``generation``: the value read before the database was read; if a charge was written
-        since, the figures may already include it and are skipped (False) until next time.
+        ``generation``: the value read before the database was read. A holder charged since
+        may or may not have that charge in the figures read, so it keeps its own figure until
+        next time; every other holder (new wallets and caps included) takes the database's.
+        Returns whether every holder took the database's figure.
         """
+        raced: set[str] = set()
         if generation is not None and generation != self.generation:
-            return False
-        self._wallets = _reloaded(self._wallets, wallets)
-        self._caps = _reloaded(self._caps, {k: cap - spent for k, (cap, spent) in caps.items()})
-        return True
+            raced = {h for h, at in self._written_at.items() if at > generation}
+        self._wallets = _reloaded(self._wallets, wallets, raced, "w:")
+        self._caps = _reloaded(
+            self._caps, {k: cap - spent for k, (cap, spent) in caps.items()}, raced, "k:"
+        )
+        if generation is None or generation == self.generation:
+            self._written_at.clear()  # every holder is as the database says
+        return not raced
 
     def metered(self, workspace_id: str, key_id: str) -> bool:
         """Whether a request of this key must reserve (a wallet, or a USD cap, applies)."""
@@ -244,6 +252,10 @@ class Budgets:
         ``request_id``: the charge's request (unused here; ``SharedBudgets`` needs it).
         """
         self.generation += 1
+        if workspace_id is not None:
+            self._written_at["w:" + workspace_id] = self.generation
+        if key_id is not None:
+            self._written_at["k:" + key_id] = self.generation
         wallet = self._wallets.get(workspace_id or "")
         if wallet is not None:
             wallet.unwritten -= cost if counted[0] else 0
@@ -286,11 +298,19 @@ class Budgets:
         return found
 
 
-def _reloaded(current: dict[str, _Account], settled: Mapping[str, int]) -> dict[str, _Account]:
+def _reloaded(
+    current: dict[str, _Account],
+    settled: Mapping[str, int],
+    raced: Collection[str] = (),
+    kind: str = "",
+) -> dict[str, _Account]:
     fresh: dict[str, _Account] = {}
     for holder, balance in settled.items():
         old = current.get(holder)
-        fresh[holder] = (
-            _Account(balance, old.reserved, old.unwritten) if old is not None else _Account(balance)
-        )
+        if old is None:
+            fresh[holder] = _Account(balance)
+        elif kind + holder in raced:
+            fresh[holder] = old  # charged while the figures were read: keep its own
+        else:
+            fresh[holder] = _Account(balance, old.reserved, old.unwritten)
     return fresh

@@ -161,7 +161,9 @@ class SharedStore:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.failed("pub/sub", exc)
+                # Only the subscription is lost (an idle connection dropped, say): commands may
+                # still work, so the circuit is left to them; events resume on reconnect.
+                log.warning("redis events: %s; reconnecting", exc)
                 first = False
                 await asyncio.sleep(reconnect_delay)
             finally:

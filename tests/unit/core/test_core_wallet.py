@@ -83,6 +83,17 @@ def test_a_reload_racing_a_written_charge_is_skipped() -> None:
     assert budgets.available("ws") == 9_000  # never counted twice
 
 
+def test_under_steady_charges_new_wallets_and_caps_still_load() -> None:
+    budgets = Budgets()
+    budgets.load({"busy": 10_000}, {})
+    seen = budgets.generation
+    budgets.written("busy", None, 500)  # some charge lands during every read
+    assert not budgets.load({"busy": 9_000, "new": 7_000}, {"capped": (300, 0)}, generation=seen)
+    assert budgets.available("busy") == 9_500  # its own figure: the read may predate the charge
+    assert budgets.available("new") == 7_000  # a wallet made meanwhile is metered at once
+    assert budgets.metered("any", "capped")  # and so is a key given a cap
+
+
 def test_a_reload_keeps_open_holds_and_unwritten_charges() -> None:
     budgets = Budgets()
     budgets.load({"ws": 10_000}, {})
