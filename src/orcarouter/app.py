@@ -265,13 +265,16 @@ class Gateway:
             fsync=self.settings.usage.journal_fsync,
             open_rows=self.settings.usage.open_mode,
         )
+        writer.release_holds = isinstance(self.budgets, DatabaseBudgets)
+        # Budgets first: the charges recovered below then release the holds a stopped
+        # process left for them.
+        await self._refresh_budgets()
         await writer.recover()  # what stopped processes left in the journal
         self.generation.writer = writer
         self.runtime = Runtime(client, writer, egress)
         await self.key_cache.refresh()
         await self.routers.refresh()
         await self.credentials.refresh()
-        await self._refresh_budgets()
         await self._sweep_open_records()
         context = GatewayContext(
             keys=self.key_cache,
@@ -309,7 +312,6 @@ class Gateway:
         if self.shared is not None:
             self.runtime.tasks.append(asyncio.create_task(self.shared.listen(), name="events"))
         if isinstance(self.budgets, SharedBudgets | DatabaseBudgets):
-            writer.release_holds = isinstance(self.budgets, DatabaseBudgets)
             self.runtime.tasks.append(asyncio.create_task(self.budgets.run(), name="holds"))
         interval = self.settings.health.probe_interval
         if interval is not None:

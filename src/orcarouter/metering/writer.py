@@ -277,7 +277,9 @@ class UsageWriter:
             await self._usage.settle_many(rows)
         else:
             charges = [charge for r in records if (charge := _charge(r)) is not None]
-            held = [r.request_id for r in records if any(r.held)] if self.release_holds else []
+            # Every record, not only those held here: a recovered record's hold was taken by
+            # the process that stopped.
+            held = [r.request_id for r in records] if self.release_holds else []
             await self._wallets.write_usage(rows, charges, release_holds=held)
 
     async def _after_commit(self, records: list[UsageRecord]) -> None:

@@ -419,3 +419,28 @@ async def test_the_database_budgets_share_the_interface(
     budgets.settle(hold, 1_000)
     budgets.settle(hold, 1_000)  # twice is harmless
     assert budgets.available(WS) == 9_000
+
+
+async def test_a_recovered_charge_releases_the_hold_its_stopped_process_left(
+    any_store: Store, process: Processes
+) -> None:
+    from orcarouter.metering.writer import UsageWriter
+
+    wallets = WalletRepository(any_store.engine)
+    key = await _key(any_store)
+    await wallets.top_up(WS, 10_000, "admin")
+    stopped, survivor = process(), process()
+    await stopped.refresh(wallets)
+    hold = await stopped.hold("req_1", WS, key, 4_000)
+    stopped.settle(hold, 3_000)
+    await stopped.flush()  # then the process dies: its hold stays, settled at 3,000
+    assert await survivor.shared_available(WS) == 7_000
+
+    writer = UsageWriter(any_store.usage, any_store.keys, wallets=wallets)
+    writer.release_holds = True
+    record = UsageRecord("req_1", utcnow(), WS, key, "openai.chat", False)  # not held here
+    record.cost_micros, record.status_code = 3_000, 200
+    writer.submit(record)  # as recovery from the stopped process's journal does
+    await writer.flush()
+    assert await wallets.balance(WS) == 7_000
+    assert await survivor.shared_available(WS) == 7_000  # charged once, its hold gone
