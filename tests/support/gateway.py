@@ -122,7 +122,7 @@ class GatewayProcess:
 
     def usage_record(self, request_id: str, timeout: float = 5.0) -> dict[str, Any]:
         """The settled usage record of ``request_id`` once the batch writer has committed it
-        (a request is stored ``open`` before its upstream call, and settled after it)."""
+        (with ``usage.open_rows: database`` a request is stored ``open`` first, settled after)."""
         deadline = time.monotonic() + timeout
         while True:
             rows = self.query("SELECT * FROM usage_records WHERE request_id = ?", (request_id,))
