@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -324,6 +325,7 @@ class Gateway:
                 interval,
             )
             self.runtime.tasks.append(asyncio.create_task(prober.run(), name="health-probes"))
+        settle_heap()
 
     async def shutdown(self) -> None:
         """Stop background work, drain the usage queue, close connections."""
@@ -468,6 +470,16 @@ def _redis_location(url: str) -> str:
     """Host and port of a Redis URL, never its password."""
     parts = urlsplit(url)
     return f"{parts.hostname or parts.path}:{parts.port or 6379}"
+
+
+def settle_heap() -> None:
+    """Move what start-up built (modules, the catalog, caches: about 170k objects) out of the
+    cyclic garbage collector's reach. A full collection walks every tracked object: over that
+    heap it took about 60 ms here, and it came as a 75 ms p99 spike once enough survivors had
+    piled up (about 60k requests into a benchmark run). Frozen objects are never collected;
+    they are the ones that live as long as the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def create_app() -> Gateway:
