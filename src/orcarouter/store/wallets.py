@@ -34,7 +34,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orcarouter.store.repositories import insert_ignoring_conflicts, upsert, utcnow
+from orcarouter.store.repositories import (
+    BulkUpsert,
+    insert_ignoring_conflicts,
+    upsert,
+    utcnow,
+)
 from orcarouter.store.schema import (
     api_keys,
     budget_holds,
@@ -65,6 +70,7 @@ class WalletRepository:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._settle = BulkUpsert(engine, usage_records, "request_id")
 
     async def balances(self) -> dict[str, int]:
         """Every wallet's balance by workspace id."""
@@ -146,7 +152,7 @@ class WalletRepository:
         now = utcnow()
         async with self._engine.begin() as conn:
             if rows:
-                await conn.execute(upsert(self._engine, usage_records, "request_id"), list(rows))
+                await self._settle.execute(conn, rows)
             for charge in charges:
                 await self._charge(conn, charge, now)
             if release_holds:

@@ -228,6 +228,15 @@ async def test_usage_rows_come_back_as_written(store: Store) -> None:
     assert row is not None and row["created_at"].tzinfo is UTC and row["stream"] is True
 
 
+async def test_settled_rows_replace_open_ones_and_come_back_as_written(store: Store) -> None:
+    opened = [{**_usage(n), "outcome": "open", "prompt_tokens": None} for n in range(3)]
+    await store.usage.insert_many(opened)
+    settled = [{**_usage(n), "stream": n % 2 == 0, "route_reason": None} for n in range(4)]
+    await store.usage.settle_many(settled)  # compiled once, parameters as plain rows
+    await store.usage.settle_many(settled[1:2])  # written again: still one row
+    assert await store.usage.all() == settled
+
+
 async def test_usage_writes_are_idempotent_by_request_id(store: Store) -> None:
     await store.usage.insert_many([_usage(1), _usage(2)])
     again = [_usage(2, status_code=500), _usage(3), _usage(3, outcome="error")]
