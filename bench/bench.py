@@ -12,7 +12,9 @@ BENCH_LATENCY_WARMUP (s, 1), BENCH_GATEWAY_CPU (0), BENCH_LOAD_CPU (1),
 BENCH_NGINX_PROXY (1: also measure nginx proxy_pass), BENCH_SCENARIOS (comma-separated names),
 BENCH_GATEWAY_SRC (run the gateway from another checkout's ``src`` directory, for A/B runs),
 BENCH_WORKERS (2: also compare ``serve --workers 1`` with ``--workers 2`` on both cores; 1 or 0
-skips that comparison).
+skips that comparison), BENCH_SOAK_REQUESTS (1000000: after the latency runs, closed-loop load
+cycling through the scenarios until the gateway has served this many more requests, with its RSS
+after each step; 0 skips it).
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Options:
     nginx_proxy: bool
     scenarios: tuple[str, ...]
     workers: int = 2  # the multi-worker comparison: --workers 1 vs --workers N (N < 2: skip)
+    soak_requests: int = 1_000_000  # requests of the memory soak (0: skip)
 
     @classmethod
     def from_env(cls) -> Options:
@@ -96,6 +99,7 @@ class Options:
             nginx_proxy=os.environ.get("BENCH_NGINX_PROXY", "1") not in ("0", "false", "no"),
             scenarios=tuple(n.strip() for n in names.split(",") if n.strip()),
             workers=int(_env_num("BENCH_WORKERS", 2)),
+            soak_requests=int(_env_num("BENCH_SOAK_REQUESTS", 1_000_000)),
         )
 
     @property
@@ -669,6 +673,20 @@ class Results:
     log_problems: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     workers: dict[int, WorkersRun] = field(default_factory=dict)  # by worker count
+    soak: list[SoakStep] = field(default_factory=list)
+    soak_step_s: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SoakStep:
+    """The gateway after one step of the memory soak."""
+
+    scenario: str  # the step's load
+    requests: int  # served in the soak so far
+    seconds: float  # since the soak began
+    rss_kib: int
+    peak_kib: int
+    errors: int  # wrk socket errors and non-2xx answers in this step
 
 
 @dataclass(slots=True)
@@ -790,6 +808,11 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
                     continue
                 log(f"latency at {opts.rate:g} req/s: {scenario.name} -> {target.label}")
                 results.latency[(scenario.name, target.key)] = bench.loadgen(scenario, target)
+        results.memory["after latency"] = memory_kib(gateway.pid)
+        if opts.soak_requests > 0:
+            gateway_target = next(t for t in bench.targets if t.key == "gateway")
+            results.soak = soak(bench, gateway_target, opts.soak_requests)
+            results.soak_step_s = SOAK_STEP_S
         results.memory["end"] = memory_kib(gateway.pid)
         results.descendants = cpu_seconds(gateway.pid)[1]
 
@@ -815,6 +838,42 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
     out = RESULTS / f"report-{stamp}.md"
     out.write_text(text)
     return results, out
+
+
+SOAK_STEP_S = 20
+
+
+def soak(bench: Bench, target: Target, total: int) -> list[SoakStep]:
+    """Closed-loop load through ``target``, each scenario in turn for ``SOAK_STEP_S`` seconds,
+    until it has served ``total`` requests; the gateway's memory after every step (the first
+    row is before the soak)."""
+    assert target.pid is not None
+    pid = target.pid
+    memory = memory_kib(pid)
+    steps = [SoakStep("-", 0, 0.0, memory.get("VmRSS", 0), memory.get("VmHWM", 0), 0)]
+    began = time.monotonic()
+    served = 0
+    turn = 0
+    while served < total:
+        scenario = bench.scenarios[turn % len(bench.scenarios)]
+        turn += 1
+        result = bench.wrk(scenario, target, SOAK_STEP_S)
+        served += int(result["requests"])
+        memory = memory_kib(pid)
+        errors = sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout"))
+        errors += result["non_2xx"]
+        steps.append(
+            SoakStep(
+                scenario.name,
+                served,
+                time.monotonic() - began,
+                memory.get("VmRSS", 0),
+                memory.get("VmHWM", 0),
+                errors,
+            )
+        )
+        log(f"soak: {served:,} requests, RSS {memory.get('VmRSS', 0) / 1024:.1f} MiB")
+    return steps
 
 
 def start_gateway(

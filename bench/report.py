@@ -425,6 +425,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
         for when, v in results.memory.items()
     ]
     out += _table(["when", "RSS MiB", "peak RSS (VmHWM) MiB"], mem_rows)
+    out += _soak(results)
     out += [
         "",
         f"Idle CPU of the gateway after start-up: {results.idle_cpu_ms_per_s:.1f} ms per second. "
@@ -529,6 +530,35 @@ def _scaling_targets(results: Results, bench: Bench) -> list[list[str]]:
                  _fmt(ratio, 2), "-"]
             )  # fmt: skip
     return rows
+
+
+def _soak(results: Results) -> list[str]:
+    steps = results.soak
+    if not steps:
+        return []
+    last = steps[-1]
+    warm = steps[min(2, max(len(steps) - 2, 0))]  # after two steps: warmed up
+    growth = (last.rss_kib - warm.rss_kib) / 1024
+    per_million = growth * 1e6 / max(last.requests - warm.requests, 1)
+    lines = [
+        "",
+        f"### Memory over {last.requests:,} more requests (soak)",
+        "",
+        "Closed-loop wrk through the gateway, each scenario in turn for "
+        f"{results.soak_step_s} s, until it had served {last.requests:,} requests "
+        f"({last.seconds / 60:.1f} min); RSS after "
+        f"each step. From the end of step {steps.index(warm)} to the end: "
+        f"{growth:+.1f} MiB ({per_million:+.1f} MiB per million requests); "
+        f"peak {last.peak_kib / 1024:.1f} MiB; errors {sum(s.errors for s in steps)}.",
+        "",
+    ]
+    rows = [
+        [str(i), s.scenario, f"{s.requests:,}", _fmt(s.seconds, 0), _fmt(s.rss_kib / 1024, 1),
+         _fmt(s.peak_kib / 1024, 1), str(s.errors)]
+        for i, s in enumerate(steps)
+    ]  # fmt: skip
+    lines += _table(["step", "load", "requests so far", "s", "RSS MiB", "peak MiB", "errors"], rows)
+    return lines
 
 
 def _targets(results: Results, bench: Bench) -> list[str]:
