@@ -125,8 +125,11 @@ class Fleet(BackgroundServer):
             return web.json_response(
                 {"error": {"message": "boom", "type": "server_error"}}, status=500
             )
-        if behaviour == "stall":
-            await asyncio.sleep(30)
+        if behaviour == "stall":  # until the gateway gives up and closes (30 s at most)
+            for _ in range(1500):
+                if request.transport is None or request.transport.is_closing():
+                    break
+                await asyncio.sleep(0.02)
             return web.Response(status=500)
         if behaviour == "overloaded":
             if not stream:

@@ -112,7 +112,7 @@ class CountTokensEndpoint:
             else:
                 await relay_body(response, plan, exchange, scratch, send)
         finally:
-            response.close()
+            response.release()  # pooled again when read whole, else closed
 
     async def _estimate(
         self, target: Target, payload: dict[str, object], exchange: Exchange, send: Send

@@ -147,7 +147,7 @@ class FanOut:
                 await self._whole(responses, exchange, record, send)
         finally:
             for response in responses:
-                response.close()
+                response.release()  # pooled again when read whole, else closed
 
     async def _open(
         self, exchange: Exchange, record: UsageRecord, send: Send, catch: bool

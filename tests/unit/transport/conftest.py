@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 from aiohttp import web
 
 from orcarouter.transport.egress import EgressFetcher, EgressPolicy
@@ -312,3 +313,12 @@ async def tls_server(tls_files: tuple[Path, Path]) -> AsyncIterator[ImageServer]
 def client_tls(tls_files: tuple[Path, Path]) -> ssl.SSLContext:
     """A client context that trusts only the test certificate."""
     return ssl.create_default_context(cafile=str(tls_files[0]))
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The upstream client's tests run on the stock loop and on uvloop (production's loop)."""
+    if item.path.name == "test_upstream_client.py":
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
