@@ -26,6 +26,7 @@ from orcarouter.accounts.credentials import (
     rotate,
 )
 from orcarouter.accounts.keys import DEFAULT_WORKSPACE, issue_key
+from orcarouter.api.server import ServerProtocol
 from orcarouter.app import Gateway
 from orcarouter.catalog import CatalogError, refresh_catalog
 from orcarouter.metering.pricing import parse_usd, usd
@@ -197,7 +198,8 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
 _FACTORY = "orcarouter.app:create_app"
 _UVICORN: dict[str, Any] = {
     "loop": "uvloop",
-    "http": "httptools",
+    "http": ServerProtocol,  # uvicorn runs the sockets, workers and lifespan; this, each connection
+    "proxy_headers": False,  # the peer is the client: no X-Forwarded-For is trusted
     "lifespan": "on",
     "access_log": False,
     "log_config": None,

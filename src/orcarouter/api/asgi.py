@@ -14,6 +14,9 @@ Send = Callable[[Message], Awaitable[None]]
 RawHeaders = list[tuple[bytes, bytes]]
 
 DRAIN_LIMIT = 64 * 1024 * 1024
+# An ASGI extension the gateway's server offers (``api.server``): a callable that registers a
+# callback for the client going away before the response is complete (None unregisters).
+DISCONNECT_EXTENSION = "orcarouter.on_disconnect"
 
 
 def header_map(scope: Scope) -> dict[str, str]:

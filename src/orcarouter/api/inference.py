@@ -12,7 +12,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -30,6 +30,7 @@ from orcarouter.accounts.rate_limits import (
     quota_headers,
 )
 from orcarouter.api.asgi import (
+    DISCONNECT_EXTENSION,
     ClientDisconnected,
     Receive,
     Scope,
@@ -311,7 +312,7 @@ class InferenceEndpoint:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        watcher: asyncio.Future[None] | None = None
+        unwatch: Callable[[], object] | None = None
         lease: Lease | None = None
         reservation: Reservation | None = None
         prompt_bytes: tuple[Mapping[str, Any], int] | None = None
@@ -328,7 +329,7 @@ class InferenceEndpoint:
             reservation = await self._reserve(principal, route, request, len(body), record)
             if self._ctx.open_records:
                 await self._ctx.writer.open(record)
-            watcher = asyncio.ensure_future(_watch_disconnect(receive, task, exchange))
+            unwatch = _watch_client(scope, receive, task, exchange)
             await self._serve_route(route, request, headers, exchange, record, send)
         except GatewayError as error:
             record.status_code, record.outcome = error.status, "error"
@@ -350,8 +351,8 @@ class InferenceEndpoint:
                 usage = record.usage
                 self._ctx.limiter.finish(lease, usage.total_tokens if usage else None)
             budget.leave(exchange.retry_ticket)
-            if watcher is not None:
-                watcher.cancel()
+            if unwatch is not None:
+                unwatch()
             if record.model_served is not None:
                 outcome = classify(record)
                 served = record.model_served
@@ -744,6 +745,28 @@ class InferenceEndpoint:
                 model or "-",
                 exchange.elapsed_ms(),
             )
+
+
+def _watch_client(
+    scope: Scope, receive: Receive, task: asyncio.Task[Any], exchange: Exchange
+) -> Callable[[], object]:
+    """Cancel the request's task when the client goes away before the response is finished:
+    through the server's disconnect callback when it offers one (no task per request), else
+    with a task waiting on ``receive``. Returns what stops watching."""
+    register = scope.get("extensions", _NO_EXTENSIONS).get(DISCONNECT_EXTENSION)
+    if register is None:
+        return asyncio.ensure_future(_watch_disconnect(receive, task, exchange)).cancel
+
+    def gone() -> None:
+        if not exchange.finished:
+            exchange.client_gone = True
+            task.cancel()
+
+    register(gone)
+    return lambda: register(None)
+
+
+_NO_EXTENSIONS: Mapping[str, Any] = {}
 
 
 async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], exchange: Exchange) -> None:
