@@ -7,7 +7,7 @@ upstream wire for the request, and the reverse for the response, event by event 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -145,18 +145,36 @@ class Translated:
         return self._upstream.stream_decoder()
 
 
+ReadText = Callable[[SSEEvent], tuple[int, str] | None]  # ``TextDeltaDecoder.text_delta``
+WriteText = Callable[[int, str], bytes | None]  # ``TextDeltaEncoder.encode_text``
+
+
 class TranslatingObserver(ObservedStream):
     """A stream observer that rewrites each upstream event into the client's dialect."""
 
-    __slots__ = ("_decoder", "_encoder")
+    __slots__ = ("_decoder", "_encoder", "_text")
 
     def __init__(self, decoder: StreamDecoder, encoder: StreamEncoder) -> None:
         super().__init__()
         self._decoder = decoder
         self._encoder = encoder
+        # Plain text deltas skip the canonical events when both sides can: the hot path (see
+        # ``TextDeltaDecoder`` and ``TextDeltaEncoder``). getattr, not isinstance: a runtime
+        # protocol check costs more per stream than the fast path saves on a short one.
+        read = getattr(decoder, "text_delta", None)
+        write = getattr(encoder, "encode_text", None)
+        self._text: tuple[ReadText, WriteText] | None = (
+            (read, write) if read is not None and write is not None else None
+        )
 
     def observe(self, event: SSEEvent) -> bytes:
         """Translate one upstream event into zero or more client events."""
+        text = self._text
+        if text is not None and (found := text[0](event)) is not None:
+            out = text[1](*found)
+            if out is not None:
+                self.produced += max(1, len(found[1]) // 4)
+                return out
         return self._encode(self._decoder.feed(event))
 
     def close(self) -> bytes:

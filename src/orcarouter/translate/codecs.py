@@ -50,6 +50,24 @@ class StreamEncoder(Protocol):
         ...
 
 
+class TextDeltaDecoder(Protocol):
+    """A decoder that can tell a plain text delta without building canonical events."""
+
+    def text_delta(self, event: SSEEvent) -> tuple[int, str] | None:
+        """The block index and text when ``feed(event)`` would give exactly
+        ``[BlockDelta(index=i, delta=TextDelta(text=t))]`` and change nothing; else None."""
+        ...
+
+
+class TextDeltaEncoder(Protocol):
+    """An encoder that can write a text delta without building it."""
+
+    def encode_text(self, index: int, text: str) -> bytes | None:
+        """``encode(BlockDelta(index=index, delta=TextDelta(text=text)))``, or None when that
+        event is not the plain case here (then ``encode`` it)."""
+        ...
+
+
 class WireCodec(Protocol):
     """Requests, responses and streams of one wire format, to and from canonical."""
 
@@ -116,6 +134,10 @@ class _OpenAIEncoder:
     def __init__(self, include_usage: bool) -> None:
         self._encoder = openai_chat.OpenAIChunkEncoder(include_usage=include_usage)
 
+    def encode_text(self, index: int, text: str) -> bytes | None:
+        body = self._encoder.text_chunk(index, text)
+        return b"data: " + body + b"\n\n" if body else body
+
     def encode(self, event: StreamEvent) -> bytes:
         chunks = self._encoder.feed(event)
         if len(chunks) == 1:  # the usual delta: one chunk, framed without a generator
@@ -177,6 +199,17 @@ class _AnthropicDecoder:
             return []
         data = _json(event)
         return self._decoder.feed(data) if isinstance(data, dict) else []
+
+    def text_delta(self, event: SSEEvent) -> tuple[int, str] | None:
+        if '"text_delta"' not in event.data:  # cheap: most other events are not read twice
+            return None
+        data = _json(event)
+        if not isinstance(data, dict) or data.get("type") != "content_block_delta":
+            return None
+        delta = data.get("delta")
+        if not isinstance(delta, dict) or delta.get("type") != "text_delta":
+            return None
+        return int(data.get("index", 0)), str(delta.get("text", ""))
 
     def finish(self) -> list[StreamEvent]:
         return []

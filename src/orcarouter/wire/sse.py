@@ -103,14 +103,18 @@ def _parse_lf(body: bytes, raw: bytes) -> SSEEvent:
     """``parse_event`` for an event without CR (``body``: ``raw`` without its blank line),
     with the two shapes vendors send taken without a loop: one ``data:`` line, or an
     ``event:`` line then one ``data:`` line."""
-    text = body.decode("utf-8", errors="replace")
-    if text.startswith("data: ") and "\n" not in text:
-        return SSEEvent("", text[6:].rstrip(), raw)
-    if text.startswith("event: ") and text.count("\n") == 1:
-        first, second = text.split("\n")
-        if second.startswith("data: "):
-            return SSEEvent(first[7:].strip(), second[6:].rstrip(), raw)
-    return _parse_lines(text.split("\n"), raw)
+    end = body.find(b"\n")
+    if end < 0:
+        if body.startswith(b"data: "):
+            return SSEEvent("", body[6:].decode("utf-8", "replace").rstrip(), raw)
+    elif (
+        body.startswith(b"event: ")
+        and body.startswith(b"data: ", end + 1)
+        and body.find(b"\n", end + 1) < 0
+    ):
+        name = body[7:end].decode("utf-8", "replace").strip()
+        return SSEEvent(name, body[end + 7 :].decode("utf-8", "replace").rstrip(), raw)
+    return _parse_lines(body.decode("utf-8", errors="replace").split("\n"), raw)
 
 
 def parse_event(raw: bytes) -> SSEEvent:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import orjson
+
 from orcarouter.canonical import (
     Block,
     BlockDelta,
@@ -48,6 +50,8 @@ from orcarouter.translate.openai_chat.parts import (
 from orcarouter.translate.openai_chat.responses import citation_to_annotation
 from orcarouter.translate.stop_reasons import stop_to_openai
 from orcarouter.translate.usage import usage_to_openai
+
+_TEXT_TAIL = b'},"finish_reason":null}]}'
 
 
 @dataclass(slots=True)
@@ -89,6 +93,7 @@ class OpenAIChunkEncoder:
         self._unmarked: list[JsonDict] = []
         self._finished = False
         self._stopped = False
+        self._text_head: bytes | None = None  # a text chunk's JSON up to its content
 
     def feed(self, event: StreamEvent) -> list[JsonDict]:
         """Translate one canonical event into zero or more chunks."""
@@ -111,6 +116,26 @@ class OpenAIChunkEncoder:
             return self._message_stop()
         return self._error(event)
 
+    def text_chunk(self, index: int, text: str) -> bytes | None:
+        """What ``feed(BlockDelta(index=index, delta=TextDelta(text=text)))`` gives, as JSON
+        bytes without building it: the one chunk (b"" for none). None when the event is not
+        the plain case of a text block's delta here; then ``feed`` it. A stream's hot path:
+        nearly every event of a text answer is this one."""
+        state = self._blocks.get(index)
+        if self._stopped or state is None or not isinstance(state.block, Text):
+            return None
+        if not text:
+            return b""
+        self._text_length += len(text)
+        head = self._text_head
+        if head is None:
+            chunk = self._chunk({})  # fixes ``created`` as any chunk does
+            del chunk["choices"]
+            head = self._text_head = (
+                orjson.dumps(chunk)[:-1] + b',"choices":[{"index":0,"delta":{"content":'
+            )
+        return head + orjson.dumps(text) + _TEXT_TAIL
+
     def _chunk(self, delta: JsonDict, finish_reason: str | None = None) -> JsonDict:
         created = self._created
         if not created:  # one time for the whole stream, as OpenAI's own chunks carry
@@ -124,6 +149,7 @@ class OpenAIChunkEncoder:
         }
 
     def _message_start(self, event: MessageStart) -> list[JsonDict]:
+        self._text_head = None
         self._id = event.id or ""
         self._model = event.model or ""
         self._created = event.created or self._created
