@@ -22,6 +22,7 @@ from orcarouter.canonical import (
     Response,
     StreamError,
     StreamEvent,
+    TextDelta,
     Usage,
     UsageReport,
 )
@@ -172,9 +173,10 @@ class TranslatingObserver(ObservedStream):
         text = self._text
         if text is not None and (found := text[0](event)) is not None:
             out = text[1](*found)
-            if out is not None:
-                self.produced += max(1, len(found[1]) // 4)
-                return out
+            if out is None:  # the decoder has moved on: encode what ``feed`` would have given
+                return self._encode([BlockDelta(index=found[0], delta=TextDelta(text=found[1]))])
+            self.produced += max(1, len(found[1]) // 4)
+            return out
         return self._encode(self._decoder.feed(event))
 
     def close(self) -> bytes:

@@ -55,7 +55,8 @@ class TextDeltaDecoder(Protocol):
 
     def text_delta(self, event: SSEEvent) -> tuple[int, str] | None:
         """The block index and text when ``feed(event)`` would give exactly
-        ``[BlockDelta(index=i, delta=TextDelta(text=t))]`` and change nothing; else None."""
+        ``[BlockDelta(index=i, delta=TextDelta(text=t))]``, with the decoder's state moved on as
+        ``feed`` would move it; else None, and nothing changed."""
         ...
 
 
@@ -122,6 +123,12 @@ class _OpenAIDecoder:
             return self._decoder.finish()
         chunk = _json(event)
         return self._decoder.feed(chunk) if isinstance(chunk, dict) else []
+
+    def text_delta(self, event: SSEEvent) -> tuple[int, str] | None:
+        if self._done or '"content"' not in event.data:
+            return None
+        chunk = _json(event)
+        return self._decoder.plain_text(chunk) if isinstance(chunk, dict) else None
 
     def finish(self) -> list[StreamEvent]:
         # A stream cut before [DONE] is not complete: nothing is invented for it.
@@ -225,6 +232,18 @@ class _AnthropicEncoder:
         return b"".join(
             encode_event(orjson.dumps(data), name) for name, data in self._encoder.feed(event)
         )
+
+    def encode_text(self, index: int, text: str) -> bytes | None:
+        sent = self._encoder.text_index(index, text)
+        if sent is None:
+            return None
+        return _TEXT_DELTA % sent + orjson.dumps(text) + b"}}\n\n" if text else b""
+
+
+_TEXT_DELTA = (
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+    b'"delta":{"type":"text_delta","text":'
+)
 
 
 class AnthropicCodec:

@@ -1,6 +1,6 @@
 """Plain text deltas skip the canonical events on a translated stream (``TranslatingObserver``):
-every recorded Anthropic stream, translated for an OpenAI client, comes out byte for byte as the
-full decode and encode of every event gives it."""
+every recorded stream, translated for a client of the other protocol, comes out byte for byte as
+the full decode and encode of every event gives it, with the same usage and counts."""
 
 from __future__ import annotations
 
@@ -8,12 +8,22 @@ import time
 
 import pytest
 
+from orcarouter.canonical import StreamEvent
 from orcarouter.providers.exchange import TranslatingObserver
-from orcarouter.translate.codecs import AnthropicCodec, OpenAICodec
+from orcarouter.translate.codecs import AnthropicCodec, OpenAICodec, StreamEncoder, WireCodec
+from orcarouter.translate.common import TranslationError
 from orcarouter.wire.sse import SSEEvent, SSESplitter
 from tests.support.recordings import Interaction, load_family
 
-STREAMS = [i for i in load_family("anthropic-messages") if i.is_stream and i.status == 200]
+# (recorded family, the upstream's codec, the client's codec)
+DIRECTIONS: dict[str, tuple[str, WireCodec, WireCodec]] = {
+    "anthropic upstream, openai client": ("anthropic-messages", AnthropicCodec(), OpenAICodec()),
+    "openai upstream, anthropic client": ("openai-chat", OpenAICodec(), AnthropicCodec()),
+}
+
+
+def _streams(family: str) -> list[Interaction]:
+    return [i for i in load_family(family) if i.is_stream and i.status == 200]
 
 
 def _events(interaction: Interaction) -> list[SSEEvent]:
@@ -24,10 +34,10 @@ def _events(interaction: Interaction) -> list[SSEEvent]:
     return [*events, *([last] if last else [])]
 
 
-def _translate(events: list[SSEEvent], include_usage: bool, fast: bool) -> tuple[object, ...]:
-    observer = TranslatingObserver(
-        AnthropicCodec().stream_decoder(), OpenAICodec().stream_encoder(include_usage)
-    )
+def _translate(
+    events: list[SSEEvent], upstream: WireCodec, client: WireCodec, usage: bool, fast: bool
+) -> tuple[object, ...]:
+    observer = TranslatingObserver(upstream.stream_decoder(), client.stream_encoder(usage))
     assert observer._text is not None  # both sides offer the fast path
     if not fast:
         observer._text = None
@@ -43,21 +53,64 @@ def _translate(events: list[SSEEvent], include_usage: bool, fast: bool) -> tuple
     )
 
 
-def test_there_are_recorded_text_streams() -> None:
-    texts = sum(1 for i in STREAMS if '"text_delta"' in (i.response_text or ""))
-    assert texts >= 15
+@pytest.mark.parametrize(
+    ("family", "marker", "minimum"),
+    [("anthropic-messages", '"text_delta"', 15), ("openai-chat", '"content":"', 30)],
+)
+def test_there_are_recorded_text_streams(family: str, marker: str, minimum: int) -> None:
+    assert sum(marker in (i.response_text or "") for i in _streams(family)) >= minimum
 
 
-@pytest.mark.parametrize("include_usage", [False, True])
+@pytest.mark.parametrize("usage", [False, True])
+@pytest.mark.parametrize("direction", DIRECTIONS)
 def test_every_recorded_stream_translates_as_the_full_path_does(
-    monkeypatch: pytest.MonkeyPatch, include_usage: bool
+    monkeypatch: pytest.MonkeyPatch, direction: str, usage: bool
 ) -> None:
+    family, upstream, client = DIRECTIONS[direction]
     monkeypatch.setattr(time, "time", lambda: 1_790_000_000.0)  # one ``created`` for both runs
-    for interaction in STREAMS:
-        events = _events(interaction)
-        fast = _translate(events, include_usage, fast=True)
-        full = _translate(events, include_usage, fast=False)
+    for interaction in _streams(family):
+        try:
+            full = _translate(_events(interaction), upstream, client, usage, fast=False)
+        except TranslationError:  # a stream the full path refuses (n > 1) is refused alike
+            with pytest.raises(TranslationError):
+                _translate(_events(interaction), upstream, client, usage, fast=True)
+            continue
+        fast = _translate(_events(interaction), upstream, client, usage, fast=True)
         assert fast == full, f"{interaction.file} #{interaction.index}"
+
+
+class _RefusingEncoder:
+    """An encoder whose fast path never applies: every text delta the decoder found must still
+    come out as the full path writes it."""
+
+    def __init__(self, inner: StreamEncoder) -> None:
+        self._inner = inner
+
+    def encode(self, event: StreamEvent) -> bytes:
+        return self._inner.encode(event)
+
+    def encode_text(self, index: int, text: str) -> bytes | None:
+        return None
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_a_found_text_delta_the_encoder_refuses_is_encoded_once(
+    monkeypatch: pytest.MonkeyPatch, direction: str
+) -> None:
+    family, upstream, client = DIRECTIONS[direction]
+    monkeypatch.setattr(time, "time", lambda: 1_790_000_000.0)
+    for interaction in _streams(family):
+        events = _events(interaction)
+        try:
+            full = _translate(events, upstream, client, True, fast=False)
+        except TranslationError:  # refused by the full path (e.g. n > 1): the test above
+            continue
+        observer = TranslatingObserver(
+            upstream.stream_decoder(), _RefusingEncoder(client.stream_encoder(True))
+        )
+        out = [observer.observe(event) for event in events]
+        out.append(observer.close())
+        assert (out, observer.usage, observer.produced) == full[:3], interaction.file
 
 
 def test_a_text_delta_for_a_block_that_is_not_text_takes_the_full_path() -> None:
@@ -73,6 +126,25 @@ def test_a_text_delta_for_a_block_that_is_not_text_takes_the_full_path() -> None
         b'"delta":{"type":"text_delta","text":"no such block"}}\n\n'
     )
     events = splitter.feed(raw)
-    fast = _translate(events, True, fast=True)
-    assert fast == _translate(events, True, fast=False)
+    upstream, client = AnthropicCodec(), OpenAICodec()
+    fast = _translate(events, upstream, client, True, fast=True)
+    assert fast == _translate(events, upstream, client, True, fast=False)
     assert b"stray" not in b"".join(fast[0])  # type: ignore[arg-type]
+
+
+def test_an_openai_chunk_with_more_than_text_takes_the_full_path() -> None:
+    splitter = SSESplitter()
+    raw = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant",'
+        b'"content":"a"}}]}\n\n'
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"b",'
+        b'"reasoning_content":"think"}}]}\n\n'
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"c"},'
+        b'"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":3}}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    events = splitter.feed(raw)
+    upstream, client = OpenAICodec(), AnthropicCodec()
+    fast = _translate(events, upstream, client, True, fast=True)
+    assert fast == _translate(events, upstream, client, True, fast=False)
+    assert b'"thinking":"think"' in b"".join(fast[0])  # type: ignore[arg-type]

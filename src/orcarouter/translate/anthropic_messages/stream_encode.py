@@ -141,6 +141,15 @@ class AnthropicEventEncoder:
         pending.deltas.clear()
         return out
 
+    def text_index(self, index: int, text: str) -> int | None:
+        """For ``feed(BlockDelta(index, TextDelta(text)))`` in the plain case, a delta of the
+        text block being sent: the index the client sees (nothing changes here). None for any
+        other case, which is then to be fed."""
+        pending = self._blocks.get(index)
+        if self._done or pending is None or index != self._current:
+            return None
+        return pending.index if isinstance(pending.block, Text) else None
+
     def _block_delta(self, event: BlockDelta) -> list[SSEEvent]:
         pending = self._blocks.get(event.index)
         if pending is None:

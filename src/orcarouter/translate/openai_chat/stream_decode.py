@@ -47,6 +47,14 @@ from orcarouter.translate.stop_reasons import stop_from_openai
 from orcarouter.translate.usage import usage_from_openai
 
 _START_KEYS = ("id", "object", "created", "model", "choices", "usage")
+# What ``feed`` reads in a delta besides ``content`` (``plain_text`` wants them all empty).
+_ACTIVE_DELTA_KEYS = (
+    "refusal",
+    "annotations",
+    "tool_calls",
+    REASONING_DETAILS,
+    *REASONING_TEXT_KEYS,
+)
 
 
 @dataclass(slots=True)
@@ -90,6 +98,35 @@ class OpenAIChunkDecoder:
             # Usage after finish_reason: the include_usage chunk (or a vendor's late totals).
             self._events.append(UsageReport(usage=usage_from_openai(usage)))
         return self._events
+
+    def plain_text(self, chunk: Mapping[str, Any]) -> tuple[int, str] | None:
+        """What ``feed(chunk)`` does when the chunk is only more text for the open text block
+        (nearly every chunk of a text answer): the state moves on as it would, and the block
+        index and text come back instead of ``[BlockDelta(index, TextDelta(text))]``. None for
+        any other chunk, which is then to be fed. Keys ``feed`` ignores may hold anything; the
+        delta keys it reads besides ``content`` must be empty (``"refusal": null`` and the like,
+        which several vendors send on every chunk)."""
+        current = self._current
+        if current is None or current[0] != "text" or self._finished:
+            return None
+        if isinstance(chunk.get("error"), Mapping) or isinstance(chunk.get("usage"), Mapping):
+            return None
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1:
+            return None
+        choice = choices[0]
+        if not isinstance(choice, Mapping) or choice.get("index", 0) != 0:
+            return None
+        if choice.get("finish_reason"):
+            return None
+        delta = choice.get("delta")
+        if not isinstance(delta, Mapping) or any(delta.get(key) for key in _ACTIVE_DELTA_KEYS):
+            return None
+        text = delta.get("content")
+        if not isinstance(text, str) or not text:
+            return None
+        self._text_offset += len(text)
+        return current[1], text
 
     def finish(self) -> list[StreamEvent]:
         """End of stream (``[DONE]`` or EOF): close what is open and stop."""
