@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 HIGH_WATER = 64 * 1024  # request body bytes buffered before reading pauses
 COALESCE_LIMIT = 64 * 1024  # a body part this small is written in one piece with the head
 MAX_HEAD = 64 * 1024  # request line and headers
+BODY_TIMEOUT = 60.0  # seconds a request body may stall between reads (nginx's default)
 
 
 def _status_line(code: int) -> bytes:
@@ -157,12 +158,23 @@ class ServerProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        busy = self.current is not None and not self.current.complete
+        current, now = self.current, self.loop.time()
+        busy = current is not None and not current.complete
         due = self.last_active + self.keepalive
-        if not busy and self.loop.time() >= due:
+        if not busy and now >= due:
             transport.close()
             return
-        self.idle_timer = self.loop.call_at(max(due, self.loop.time() + 1.0), self._idle_check)
+        if (
+            current is not None
+            and busy
+            and current.more_body
+            and not current.reading_paused  # unread because the app is slow, not the client
+            and now >= self.last_active + BODY_TIMEOUT
+        ):
+            log.info("closing a connection whose request body stalled for %g s", BODY_TIMEOUT)
+            transport.close()  # the app's receive() then reports the disconnect
+            return
+        self.idle_timer = self.loop.call_at(max(due, now + 1.0), self._idle_check)
 
     def _close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

@@ -20,6 +20,7 @@ import aiohttp
 import pytest
 import uvicorn
 
+from orcarouter.api import server as server_module
 from orcarouter.api.asgi import DISCONNECT_EXTENSION, Message, Receive, Scope, Send
 from orcarouter.api.server import HIGH_WATER, ServerProtocol
 
@@ -802,6 +803,43 @@ async def test_idle_timeout_closes_idle_connections_but_not_streaming_ones() -> 
         response = await read_response(slow_reader)
         assert response.body == b"ab"
         assert time.monotonic() - started > 1.8  # it did outlive the idle connection
+
+
+async def test_a_stalled_request_body_is_given_up_but_a_slow_one_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "BODY_TIMEOUT", 1.5)
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                seen.append("disconnect")
+                return
+            body += message["body"]
+            if not message["more_body"]:
+                break
+        await respond(send, body)
+
+    head = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 6\r\n\r\n"
+    async with (
+        serving(app, timeout_keep_alive=1) as running,
+        connection(running.port) as (stalled_reader, stalled_writer),
+        connection(running.port) as (slow_reader, slow_writer),
+    ):
+        stalled_writer.write(head + b"abc")  # and never the rest
+        slow_writer.write(head + b"a")
+        started = time.monotonic()
+        for part in (b"b", b"c", b"d", b"e"):  # a byte a second: slower than the keep-alive
+            await asyncio.sleep(1.0)
+            slow_writer.write(part)
+        slow_writer.write(b"f")
+        assert (await read_response(slow_reader)).body == b"abcdef"
+        await assert_closed(stalled_reader)
+        assert 1.4 <= time.monotonic() - started < 5.0
+        assert seen == ["disconnect"]
 
 
 async def test_graceful_shutdown_closes_idle_and_finishes_in_flight() -> None:
