@@ -48,7 +48,7 @@ from orcarouter.store.wallets import Charge, WalletRepository
 log = logging.getLogger(__name__)
 
 OpenRows = Literal["journal", "database", "off"]
-MAX_QUEUE = 200_000  # records kept in memory; beyond, in the journal only
+MAX_QUEUE = 20_000  # records kept in memory (about 1 KB each); beyond, in the journal only
 
 
 class UsageWriter:

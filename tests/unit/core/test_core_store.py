@@ -28,6 +28,7 @@ from orcarouter.store.audit import AuditEntry, AuditRepository
 from orcarouter.store.database import MAX_OVERFLOW, POOL_SIZE, POOL_TIMEOUT, create_engine_for
 from orcarouter.store.repositories import (
     CHANGES_LOOKBACK,
+    BulkUpsert,
     KeyRepository,
     KeyRow,
     UsageRepository,
@@ -235,6 +236,12 @@ async def test_settled_rows_replace_open_ones_and_come_back_as_written(store: St
     await store.usage.settle_many(settled)  # compiled once, parameters as plain rows
     await store.usage.settle_many(settled[1:2])  # written again: still one row
     assert await store.usage.all() == settled
+
+
+async def test_a_batch_over_one_statement_page_is_written_whole(store: Store) -> None:
+    rows = [_usage(n) for n in range(BulkUpsert.PAGE * 2 + 7)]  # two full pages and a rest
+    await store.usage.settle_many(rows)
+    assert await store.usage.all() == rows
 
 
 async def test_usage_writes_are_idempotent_by_request_id(store: Store) -> None:
