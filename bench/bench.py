@@ -438,6 +438,7 @@ class Bench:
         self.services.record(argv, shown)
         before = self.snapshot()
         done = subprocess.run(argv, env=env, capture_output=True, check=False, timeout=seconds + 60)
+        drained = self.drain(target)
         after = self.snapshot()
         out = done.stdout.decode(errors="replace")
         match = re.search(r"^BENCH_WRK (\{.*\})$", out, re.MULTILINE)
@@ -447,7 +448,31 @@ class Bench:
         result["cpu_s"] = after.own[target.key] - before.own[target.key]
         result["cores"] = self.cores(before, after)
         result["non_2xx"] = _wrk_non_2xx(out)
+        result["drain_s"] = drained
         return result
+
+    def drain(self, target: Target) -> float | None:
+        """Through the single-process gateway: wait until its usage writer has committed every
+        record of the run (``orcarouter_usage_records_pending`` 0), so that the run's CPU
+        includes writing them; the seconds that took after the load stopped. None for other
+        targets (with ``--workers`` each process has its own writer and its own ``/metrics``,
+        so those runs are not drained)."""
+        if target.key != "gateway" or target.stopped:
+            return None
+        began = time.monotonic()
+        request = urllib.request.Request(  # noqa: S310 (loopback)
+            target.base + "/metrics", headers={"Authorization": f"Bearer {self.admin_key}"}
+        )
+        while time.monotonic() - began < DRAIN_TIMEOUT_S:
+            with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310 (loopback)
+                text = answer.read().decode()
+            pending = re.search(r"^orcarouter_usage_records_pending ([0-9.e+]+)$", text, re.M)
+            if pending is None:
+                raise RuntimeError("the gateway's /metrics has no orcarouter_usage_records_pending")
+            if float(pending.group(1)) == 0:
+                return time.monotonic() - began
+            time.sleep(0.1)
+        raise RuntimeError(f"usage records still pending {DRAIN_TIMEOUT_S} s after a run")
 
     def loadgen(self, scenario: Scenario, target: Target) -> dict[str, Any]:
         """One open-loop run at the fixed rate; returns the generator's summary and CPU time."""
@@ -841,6 +866,7 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
 
 
 SOAK_STEP_S = 20
+DRAIN_TIMEOUT_S = 300.0
 
 
 def soak(bench: Bench, target: Target, total: int) -> list[SoakStep]:

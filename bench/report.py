@@ -279,7 +279,9 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
         f"({int(opts.rate * opts.latency_duration)} requests), latency from request start to "
         "the last body byte; TTFB to the first body byte (first SSE event).",
         "- Gateway CPU: utime+stime of the gateway process (all threads, children included) "
-        "from `/proc/<pid>/stat` over the measured run, divided by the requests wrk completed.",
+        "from `/proc/<pid>/stat` over the measured run and until its usage writer had committed "
+        "every record of it (`orcarouter_usage_records_pending` back to 0: the drain), divided "
+        "by the requests wrk completed.",
         "",
         "| scenario | request bytes (gateway / direct) | response bytes | SSE events |",
         "|---|---|---|---|",
@@ -298,7 +300,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
     header += ["gateway req/s", "gateway / direct"]
     if has_proxy:
         header += ["gateway / nginx proxy"]
-    header += ["gateway CPU µs/req", "gateway CPU busy"]
+    header += ["gateway CPU µs/req", "gateway CPU busy", "drain s"]
     if has_proxy:
         header += ["nginx proxy CPU µs/req"]
     header += ["errors (direct / gateway)"]
@@ -314,12 +316,16 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
         row += [_fmt(g), _fmt(g / d if g and d else None, 3)]
         if has_proxy:
             row.append(_fmt(g / p if g and p else None, 3))
+        drain = gateway.get("drain_s") if gateway else None
         busy = (
-            float(gateway["cpu_s"]) * 1e6 / float(gateway["duration_us"]) * 100
+            float(gateway["cpu_s"])
+            * 1e6
+            / (float(gateway["duration_us"]) + (drain or 0.0) * 1e6)
+            * 100
             if gateway and gateway["duration_us"]
             else None
         )
-        row += [_fmt(_cpu_us(gateway), 1), _fmt(busy, 0, " %")]
+        row += [_fmt(_cpu_us(gateway), 1), _fmt(busy, 0, " %"), _fmt(drain, 2)]
         if has_proxy:
             row.append(_fmt(_cpu_us(proxy), 1))
         errs = f"{_error_text(direct)} / {_error_text(gateway)}"
