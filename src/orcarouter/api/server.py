@@ -384,7 +384,11 @@ class Exchange:
 
     def on_disconnect(self, callback: Callable[[], None] | None) -> None:
         """``orcarouter.on_disconnect``: call ``callback`` if the client goes away before the
-        response is complete (None removes it)."""
+        response is complete, at once if it is gone already (None removes it)."""
+        if callback is not None and self.disconnected and not self.complete:
+            self.on_gone = None
+            callback()
+            return
         self.on_gone = callback
 
     async def run(self, app: Any) -> None:

@@ -776,6 +776,24 @@ async def test_completed_response_never_reports_a_disconnect() -> None:
         release.set()
 
 
+async def test_a_callback_registered_after_the_client_left_runs_at_once() -> None:
+    called: list[str] = []
+    gone = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await gone.wait()  # the client leaves while the request is busy before watching
+        await asyncio.sleep(0.2)
+        scope["extensions"][DISCONNECT_EXTENSION](lambda: called.append("gone"))
+
+    async with serving(app) as running:
+        async with connection(running.port) as (_, writer):
+            writer.write(get())
+            await asyncio.sleep(0.2)
+        gone.set()
+        await wait_for(lambda: called == ["gone"])
+
+
 # --- timeouts and shutdown -----------------------------------------------------------------------
 
 
