@@ -46,13 +46,13 @@ import aiohttp
 import orjson
 import payloads
 import report
+from procfs import cmdline, core_busy_seconds, cpu_seconds, descendants, memory_kib
 from scenarios import SCENARIOS, Scenario
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "results"
 HOST = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 UPSTREAM_KEY = "bench-upstream-key"  # what the gateway sends the fake upstream; not a secret
 
 
@@ -196,57 +196,6 @@ def wait_http(
     raise RuntimeError(f"{what} did not answer {url} within {timeout:g} s; see {output}")
 
 
-# --------------------------------------------------------------------------- /proc
-
-
-def _stat_fields(pid: int) -> list[str]:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    return raw[raw.rindex(")") + 2 :].split()  # fields from 'state' (field 3) on
-
-
-def _descendants(root: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int(_stat_fields(int(entry.name))[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: list[int] = []
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            found.append(child)
-            stack.append(child)
-    return found
-
-
-def cpu_seconds(pid: int) -> tuple[float, int]:
-    """utime+stime of ``pid`` (all threads), its reaped children and its live descendants."""
-    fields = _stat_fields(pid)
-    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
-    descendants = _descendants(pid)
-    for child in descendants:
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            child_fields = _stat_fields(child)
-            ticks += int(child_fields[11]) + int(child_fields[12])
-    return ticks / CLK_TCK, len(descendants)
-
-
-def core_busy_seconds() -> dict[int, float]:
-    """Per CPU: seconds spent in user, nice and system mode (interrupt time left out, as it is
-    for processes)."""
-    busy: dict[int, float] = {}
-    for line in Path("/proc/stat").read_text().splitlines():
-        name, *values = line.split()
-        if name.startswith("cpu") and name != "cpu":
-            user, nice, system = (int(v) for v in values[:3])
-            busy[int(name[3:])] = (user + nice + system) / CLK_TCK
-    return busy
-
-
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """CPU seconds at one moment."""
@@ -255,16 +204,6 @@ class Snapshot:
     cores: dict[int, float]
     own: dict[str, float]  # per target key: the process that target charges
     tools: float  # this orchestrator and its finished children (wrk, load generator)
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM (peak RSS) of ``pid`` in KiB."""
-    out: dict[str, int] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        if name in ("VmRSS", "VmHWM"):
-            out[name] = int(value.split()[0])
-    return out
 
 
 # --------------------------------------------------------------------------- fake upstream
@@ -943,19 +882,12 @@ def wait_workers(pid: int, count: int, timeout: float = 60) -> None:
     """Wait until ``pid`` has ``count`` worker processes (uvicorn starts them after binding)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        workers = [c for c in _descendants(pid) if b"spawn_main" in _cmdline(c)]
+        workers = [c for c in descendants(pid) if b"spawn_main" in cmdline(c)]
         if len(workers) >= count:
             time.sleep(2)  # each worker's startup (keys, routers, budgets) after it appears
             return
         time.sleep(0.1)
     raise RuntimeError(f"the gateway did not start {count} workers in {timeout:g} s")
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
 
 
 def measure_workers(bench: Bench, config: Path, count: int, stamp: str) -> WorkersRun:
@@ -983,9 +915,9 @@ def measure_workers(bench: Bench, config: Path, count: int, stamp: str) -> Worke
             if opts.warmup > 0:
                 bench.wrk(scenario, target, opts.warmup)
             run.throughput[scenario.name] = bench.wrk(scenario, target, opts.duration)
-        run.processes = 1 + len(_descendants(gateway.pid))
+        run.processes = 1 + len(descendants(gateway.pid))
         run.rss_kib = sum(
-            memory_kib(p).get("VmRSS", 0) for p in [gateway.pid, *_descendants(gateway.pid)]
+            memory_kib(p).get("VmRSS", 0) for p in [gateway.pid, *descendants(gateway.pid)]
         )
         bench.services.stop(gateway)
     finally:
