@@ -57,11 +57,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orcarouter.metering.queued_holds import QueuedHolds
 from orcarouter.metering.wallet import (
     BALANCE_TOO_LOW,
     CAP_REACHED,
     DEFAULT_TTL,
-    Budgets,
     InsufficientFunds,
     Reservation,
 )
@@ -114,8 +114,11 @@ def _merged(old: _Change, new: _Change) -> _Change:
     return _Change(latest.state, latest.amount, latest.expires_at, insert)
 
 
-class DatabaseBudgets:
+class DatabaseBudgets(QueuedHolds[str, _Change]):
     """Wallets and key caps whose holds every process sees, in the database."""
+
+    unavailable = _UNAVAILABLE
+    changes_name = "budget hold changes"
 
     def __init__(
         self,
@@ -130,22 +133,16 @@ class DatabaseBudgets:
     ) -> None:
         """``interval``: how often queued changes are applied; ``now``: the wall clock (UTC)
         that stamps and ages holds in the database; ``clock``: this process's own timing."""
+        super().__init__(
+            clock=clock, interval=interval, max_batch=max_batch, mirror_ttl=settled_ttl
+        )
         self.holds = HoldRepository(engine)
-        self.local = Budgets(clock=clock)  # this process's figures and holds; the fallback
         self._metrics = metrics
         self._settled_ttl = settled_ttl
-        self._interval = interval
-        self._max_batch = max_batch
         self._now = now
-        self._clock = clock
         self._down_until = 0.0  # the database failed: decide locally until then
-        self._mirrors: dict[str, Reservation] = {}  # request id -> its hold in ``local``
-        self._queue: dict[str, _Change] = {}
-        self._unshared: set[str] = set()  # holds decided locally, not yet stored
         self._asks: list[_Asked] = []  # holds waiting for the next transaction
         self._deciding: asyncio.Task[None] | None = None
-        self._sending = asyncio.Lock()
-        self._wakeup = asyncio.Event()
         self._purged = clock()
 
     # --- the figures ------------------------------------------------------------------------
@@ -337,26 +334,7 @@ class DatabaseBudgets:
         ):  # it may have a hold (this process's, or a dead one's recovered by the writer)
             self._enqueue(request_id, _Change(HOLD_GONE))
 
-    def expire(self) -> list[Reservation]:
-        """Release this process's holds older than their time to live (the database's stop
-        counting at their expiry by themselves)."""
-        stale = self.local.expire()
-        cutoff = self._clock() - self._settled_ttl
-        for request_id, mirror in list(self._mirrors.items()):
-            if mirror.expires_at <= cutoff:  # settled long ago and never written
-                del self._mirrors[request_id]
-        return stale
-
-    def open_reservations(self) -> tuple[Reservation, ...]:
-        """This process's reservations not yet settled."""
-        return tuple(self.local.open_reservations())
-
     # --- the queue of changes ---------------------------------------------------------------
-
-    @property
-    def pending(self) -> int:
-        """Hold changes not yet applied."""
-        return len(self._queue)
 
     def _enqueue(self, request_id: str, change: _Change) -> None:
         old = self._queue.pop(request_id, None)  # the newest change goes to the back
@@ -368,12 +346,6 @@ class DatabaseBudgets:
             log.error("budget hold changes queue full; dropped the oldest (%s)", dropped)
         if len(self._queue) >= self._max_batch:
             self._wakeup.set()
-
-    async def flush(self) -> None:
-        """Apply everything queued now; raises when the database does not take it."""
-        async with self._sending:
-            while self._queue:
-                await self._send_batch()
 
     async def _send_batch(self) -> None:
         ids = list(self._queue)[: self._max_batch]
@@ -427,15 +399,3 @@ class DatabaseBudgets:
             if failing:
                 log.info("budget holds: changes applied again")
             failing = False
-
-    async def close(self, grace: float = 5.0) -> None:
-        """Drain the queue at shutdown, retrying for up to ``grace`` seconds."""
-        deadline = time.monotonic() + grace
-        while self._queue:
-            try:
-                await self.flush()
-            except _UNAVAILABLE:
-                if time.monotonic() >= deadline:
-                    log.error("shutdown: %d budget hold changes not applied", len(self._queue))
-                    return
-                await asyncio.sleep(min(self._interval * 2, 0.2))

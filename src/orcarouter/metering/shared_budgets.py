@@ -62,11 +62,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from orcarouter.metering.queued_holds import QueuedHolds
 from orcarouter.metering.wallet import (
     BALANCE_TOO_LOW,
     CAP_REACHED,
     DEFAULT_TTL,
-    Budgets,
     InsufficientFunds,
     Reservation,
 )
@@ -266,8 +266,11 @@ def _us(seconds: float) -> int:
     return int(seconds * 1_000_000)
 
 
-class SharedBudgets:
+class SharedBudgets(QueuedHolds[tuple[Holder, str], _Change]):
     """Wallets and key caps whose holds every replica sees (Redis), per-process when it fails."""
+
+    unavailable = (SharedStoreUnavailable,)
+    changes_name = "budget changes for Redis"
 
     def __init__(
         self,
@@ -282,25 +285,19 @@ class SharedBudgets:
     ) -> None:
         """``linger``: how long a committed charge stays counted, and so the oldest figures
         used; ``interval``: how often queued state changes are sent."""
+        super().__init__(
+            clock=clock, interval=interval, max_batch=max_batch, mirror_ttl=unwritten_ttl
+        )
         self._store = store
         self._metrics = metrics
-        self._clock = clock
-        self.local = Budgets(clock=clock)  # this process's holds; the fallback
         self._linger = _us(linger)
         self._unwritten_ttl = unwritten_ttl
         self._keep = int(unwritten_ttl + linger) + 60
-        self._interval = interval
-        self._max_batch = max_batch
         self._reserve = store.script(_RESERVE)
         self._apply = store.script(_APPLY)
         self._clock_script = store.script(_CLOCK)
         self._clock_key = store.key("budget", "clock")
         self._figures: _Figures | None = None
-        self._mirrors: dict[str, Reservation] = {}  # request id -> its hold in ``local``
-        self._queue: dict[tuple[Holder, str], _Change] = {}
-        self._unshared: set[str] = set()  # holds decided locally, not yet sent to Redis
-        self._sending = asyncio.Lock()
-        self._wakeup = asyncio.Event()
 
     # --- the figures ------------------------------------------------------------------------
 
@@ -518,25 +515,7 @@ class SharedBudgets:
                 figures.t_read, {**figures.wallets, workspace_id: amount}, figures.caps
             )
 
-    def expire(self) -> list[Reservation]:
-        """Release this process's holds older than their time to live (Redis drops its own)."""
-        stale = self.local.expire()
-        cutoff = self._clock() - self._unwritten_ttl
-        for request_id, mirror in list(self._mirrors.items()):
-            if mirror.expires_at <= cutoff:  # settled long ago and never written
-                del self._mirrors[request_id]
-        return stale
-
-    def open_reservations(self) -> tuple[Reservation, ...]:
-        """This process's reservations not yet settled."""
-        return tuple(self.local.open_reservations())
-
     # --- the queue of state changes ----------------------------------------------------------
-
-    @property
-    def pending(self) -> int:
-        """State changes not yet sent to Redis."""
-        return len(self._queue)
 
     def _enqueue(self, holder: Holder, request_id: str, change: _Change) -> None:
         slot = (holder, request_id)
@@ -548,12 +527,6 @@ class SharedBudgets:
             log.error("budget changes queue full; dropped the oldest (%s)", dropped)
         if len(self._queue) >= self._max_batch:
             self._wakeup.set()
-
-    async def flush(self) -> None:
-        """Send everything queued now; ``SharedStoreUnavailable`` if Redis does not take it."""
-        async with self._sending:
-            while self._queue:
-                await self._send_batch()
 
     async def _send_batch(self) -> None:
         slots = list(self._queue)[: self._max_batch]
@@ -586,18 +559,6 @@ class SharedBudgets:
                 continue
             with contextlib.suppress(SharedStoreUnavailable):
                 await self.flush()
-
-    async def close(self, grace: float = 5.0) -> None:
-        """Drain the queue at shutdown, retrying for up to ``grace`` seconds."""
-        deadline = time.monotonic() + grace
-        while self._queue:
-            try:
-                await self.flush()
-            except SharedStoreUnavailable:
-                if time.monotonic() >= deadline:
-                    log.error("shutdown: %d budget changes not sent to Redis", len(self._queue))
-                    return
-                await asyncio.sleep(min(self._interval * 2, 0.2))
 
     # --- helpers ----------------------------------------------------------------------------
 
