@@ -35,15 +35,18 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.astimezone(UTC)
 
 
+def dialect_insert(engine: AsyncEngine, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` in the engine's dialect, so ``ON CONFLICT`` clauses can follow."""
+    if engine.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
 def upsert(engine: AsyncEngine, table: Table, key: str) -> postgresql.Insert | sqlite.Insert:
     """``INSERT … ON CONFLICT (key) DO UPDATE`` every other column, in the engine's dialect."""
-    if engine.dialect.name == "postgresql":
-        pg = postgresql.insert(table)
-        changes = {c.name: pg.excluded[c.name] for c in table.columns if c.name != key}
-        return pg.on_conflict_do_update(index_elements=[key], set_=changes)
-    lite = sqlite.insert(table)
-    changes = {c.name: lite.excluded[c.name] for c in table.columns if c.name != key}
-    return lite.on_conflict_do_update(index_elements=[key], set_=changes)
+    statement = dialect_insert(engine, table)
+    changes = {c.name: statement.excluded[c.name] for c in table.columns if c.name != key}
+    return statement.on_conflict_do_update(index_elements=[key], set_=changes)
 
 
 class BulkUpsert:
@@ -121,9 +124,7 @@ def insert_ignoring_conflicts(
     engine: AsyncEngine, table: Table, *columns: str
 ) -> postgresql.Insert | sqlite.Insert:
     """``INSERT … ON CONFLICT (columns) DO NOTHING`` in the engine's dialect."""
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(columns))
-    return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(columns))
+    return dialect_insert(engine, table).on_conflict_do_nothing(index_elements=list(columns))
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from sqlalchemy import (
     BigInteger,
     String,
     bindparam,
+    case,
     delete,
     func,
     literal,
@@ -36,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orcarouter.store.repositories import (
     BulkUpsert,
+    dialect_insert,
     insert_ignoring_conflicts,
     upsert,
     utcnow,
@@ -71,6 +73,11 @@ class WalletRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
+        spend = dialect_insert(engine, key_spend)
+        self._spend = spend.on_conflict_do_update(
+            index_elements=["key_id"],
+            set_={"spent_micros": key_spend.c.spent_micros + spend.excluded.spent_micros},
+        )
 
     async def balances(self) -> dict[str, int]:
         """Every wallet's balance by workspace id."""
@@ -153,47 +160,70 @@ class WalletRepository:
         async with self._engine.begin() as conn:
             if rows:
                 await self._settle.execute(conn, rows)
-            for charge in charges:
-                await self._charge(conn, charge, now)
+            if charges:
+                await self._charge(conn, charges, now)
             if release_holds:
                 await conn.execute(
                     delete(budget_holds).where(budget_holds.c.request_id.in_(list(release_holds)))
                 )
 
-    async def _charge(self, conn: AsyncConnection, charge: Charge, now: Any) -> None:
-        entry_id = new_entry_id()
+    async def _charge(self, conn: AsyncConnection, charges: Sequence[Charge], now: Any) -> None:
+        """Charge a batch in a constant number of statements: the ledger rows first (keyed by
+        request id, so only new ones go on), then each wallet and key once by the sum of its
+        new charges, then each new entry's running balance."""
         inserted = await conn.execute(
-            insert_ignoring_conflicts(self._engine, ledger_entries, "request_id")
-            .values(
-                id=entry_id,
-                workspace_id=charge.workspace_id,
-                created_at=now,
-                kind="charge",
-                amount_micros=-charge.cost_micros,
-                request_id=charge.request_id,
-                key_id=charge.key_id,
-            )
-            .returning(ledger_entries.c.id)
+            insert_ignoring_conflicts(self._engine, ledger_entries, "request_id").returning(
+                ledger_entries.c.request_id
+            ),
+            [
+                {
+                    "id": new_entry_id(),
+                    "workspace_id": charge.workspace_id,
+                    "created_at": now,
+                    "kind": "charge",
+                    "amount_micros": -charge.cost_micros,
+                    "balance_after_micros": None,
+                    "request_id": charge.request_id,
+                    "key_id": charge.key_id,
+                }
+                for charge in charges
+            ],
         )
-        if inserted.first() is None:
-            return  # charged already (a batch written again)
-        balance = await _move(conn, charge.workspace_id, -charge.cost_micros, now)
-        if balance is not None:
-            await conn.execute(
-                update(ledger_entries)
-                .where(ledger_entries.c.id == entry_id)
-                .values(balance_after_micros=balance)
+        new = {row.request_id for row in inserted}  # a batch written again charges nothing
+        fresh = [charge for charge in charges if charge.request_id in new]
+        if not fresh:
+            return
+        by_workspace: dict[str, list[Charge]] = {}
+        spent: dict[str, int] = {}
+        for charge in fresh:
+            by_workspace.setdefault(charge.workspace_id, []).append(charge)
+            if charge.key_id is not None:
+                spent[charge.key_id] = spent.get(charge.key_id, 0) + charge.cost_micros
+        # Sorted: two replicas' batches lock the same rows in the same order, never a deadlock.
+        for workspace_id in sorted(by_workspace):
+            batch = by_workspace[workspace_id]
+            balance = await _move(
+                conn, workspace_id, -sum(charge.cost_micros for charge in batch), now
             )
-        if charge.key_id is not None:
-            spent = await conn.execute(
-                update(key_spend)
-                .where(key_spend.c.key_id == charge.key_id)
-                .values(spent_micros=key_spend.c.spent_micros + charge.cost_micros)
-            )
-            if spent.rowcount == 0:
-                await conn.execute(
-                    key_spend.insert().values(key_id=charge.key_id, spent_micros=charge.cost_micros)
-                )
+            if balance is not None:
+                await conn.execute(_running_balances(batch, balance))
+        if spent:
+            rows = [{"key_id": key, "spent_micros": spent[key]} for key in sorted(spent)]
+            await conn.execute(self._spend, rows)
+
+
+def _running_balances(batch: Sequence[Charge], balance: int) -> Any:
+    """Set each entry's balance after it, in batch order, ending at ``balance``."""
+    after: dict[str, int] = {}
+    running = balance + sum(charge.cost_micros for charge in batch)
+    for charge in batch:
+        running -= charge.cost_micros
+        after[charge.request_id] = running
+    return (
+        update(ledger_entries)
+        .where(ledger_entries.c.request_id.in_(list(after)))
+        .values(balance_after_micros=case(after, value=ledger_entries.c.request_id))
+    )
 
 
 async def _move(conn: AsyncConnection, workspace_id: str, amount: int, now: Any) -> int | None:

@@ -83,3 +83,28 @@ async def test_concurrent_charges_all_land(any_store: Store) -> None:
         *(repo.write_usage([], [Charge(f"req_p{n}", "ws_default", key, 100)]) for n in range(5))
     )
     assert await repo.balance("ws_default") == 100_000 - 55 * 100
+
+
+async def test_a_batch_charges_each_wallet_once_with_running_balances(any_store: Store) -> None:
+    repo = WalletRepository(any_store.engine)
+    key_a, key_b = await _key(any_store, "ws_a"), await _key(any_store, "ws_b")
+    await repo.top_up("ws_a", 10_000, "admin")
+    await repo.write_usage([], [Charge("req_old", "ws_a", key_a, 500)])
+    batch = [
+        Charge("req_1", "ws_a", key_a, 1_000),
+        Charge("req_2", "ws_b", key_b, 2_000),  # no wallet: only its key's spend moves
+        Charge("req_old", "ws_a", key_a, 500),  # charged already: skipped
+        Charge("req_3", "ws_a", key_a, 3_000),
+    ]
+    await repo.write_usage([], batch)
+    assert await repo.balance("ws_a") == 10_000 - 500 - 1_000 - 3_000
+    charged = {
+        e["request_id"]: (e["amount_micros"], e["balance_after_micros"])
+        for e in await repo.ledger("ws_a")
+        if e["kind"] == "charge"
+    }
+    assert charged == {"req_old": (-500, 9_500), "req_1": (-1_000, 8_500), "req_3": (-3_000, 5_500)}
+    (entry,) = await repo.ledger("ws_b")
+    assert (entry["request_id"], entry["balance_after_micros"]) == ("req_2", None)
+    spent = dict(any_store.execute("SELECT key_id, spent_micros FROM key_spend"))
+    assert spent == {key_a: 4_500, key_b: 2_000}
