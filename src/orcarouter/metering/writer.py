@@ -222,15 +222,19 @@ class UsageWriter:
         """Records not yet committed (in memory, or in the journal only)."""
         return len(self._queue) + self._spilled
 
-    async def flush(self) -> None:
-        """Write everything queued now; raises if the database refuses.
+    async def flush(self, *, whole_batches: bool = False) -> None:
+        """Write everything queued now; raises if the database refuses. ``whole_batches``
+        (the writer's tick): write what is queued, then go on only while a full batch waits,
+        so records that arrive during a write wait for the next tick and batches stay large
+        at any rate, instead of a stream of one- or two-record transactions.
 
         One flush at a time: two would both write, then both pop, the same head of the queue.
         """
         async with self._flushing:
-            await self._flush_unlocked()
+            await self._flush_unlocked(whole_batches)
 
-    async def _flush_unlocked(self) -> None:
+    async def _flush_unlocked(self, whole_batches: bool = False) -> None:
+        first = True
         while True:
             if not self._queue:
                 if self._spill is None:
@@ -238,6 +242,9 @@ class UsageWriter:
                 await self._read_back()
                 if not self._queue:
                     return
+            if whole_batches and not first and len(self._queue) < self._max_batch:
+                return
+            first = False
             count = min(self._max_batch, len(self._queue))
             batch = [self._queue[i] for i in range(count)]
             records = [record for record, _ in batch]
@@ -375,7 +382,7 @@ class UsageWriter:
                 await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
             self._wakeup.clear()
             try:
-                await self.flush()
+                await self.flush(whole_batches=True)
                 delay = self._interval
             except Exception:
                 self.failures += 1

@@ -318,3 +318,33 @@ async def test_open_rows_database_still_commits_open_rows_beside_the_journal(
     writer.submit(record)
     await _eventually(lambda: writer.pending == 0)
     assert [r["outcome"] for r in await any_store.usage.all()] == ["ok"]
+
+
+async def test_a_tick_leaves_records_that_arrive_during_its_write_for_the_next(
+    any_store: Store,
+) -> None:
+    """At a steady trickle, batches stay whole: a write does not chase each new arrival with
+    a transaction of its own (which at 200 req/s made hundreds of one-record commits)."""
+    writer = UsageWriter(any_store.usage, any_store.keys, max_batch=10)
+    written: list[int] = []
+    write = writer._write
+
+    async def write_and_trickle(records: list[UsageRecord]) -> None:
+        written.append(len(records))
+        await write(records)
+        if len(written) < 6:  # bounded, so a writer that chases arrivals still ends
+            writer.submit(_record(100 + len(written)))  # one arrives during each write
+
+    writer._write = write_and_trickle  # type: ignore[method-assign]
+    for n in range(3):
+        writer.submit(_record(n))
+    await writer.flush(whole_batches=True)
+    assert (written, writer.pending) == ([3], 1)  # the newcomer waits for the next tick
+    for n in range(3, 15):
+        writer.submit(_record(n))
+    await writer.flush(whole_batches=True)
+    # 13 waited: a full batch goes at once; the 3 left and a newcomer wait for the next tick.
+    assert (written, writer.pending) == ([3, 10], 4)
+    writer._write = write  # type: ignore[method-assign]
+    await writer.flush()  # a flush (shutdown, tests) still writes everything
+    assert writer.pending == 0 and len(_stored_ids(any_store)) == 3 + 12 + 2
