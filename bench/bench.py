@@ -47,7 +47,9 @@ import orjson
 import payloads
 import report
 from procfs import cmdline, core_busy_seconds, cpu_seconds, descendants, memory_kib
-from scenarios import SCENARIOS, Scenario
+from scenarios import SCENARIOS, Scenario, by_provider, gateway_config, key_request
+
+from orcarouter.accounts.keys import DEFAULT_WORKSPACE
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -316,6 +318,7 @@ class Target:
     pid: int | None  # the process whose CPU is charged to this target's requests
     via_gateway: bool
     stopped: bool = False  # its process is gone (its results stay in the report)
+    keys: dict[str, str] = field(default_factory=dict)  # provider id -> the gateway key for it
 
     def url(self, scenario: Scenario) -> str:
         """The full URL a client of this target POSTs to."""
@@ -326,10 +329,11 @@ class Target:
         """The body a client of this target sends."""
         return scenario.gateway_body if self.via_gateway else scenario.direct_body
 
-    def headers(self, scenario: Scenario, key: str) -> dict[str, str]:
-        """Content type, the scenario's headers, and the key in the protocol's usual header."""
+    def headers(self, scenario: Scenario) -> dict[str, str]:
+        """Content type, the scenario's headers, and the key in the protocol's usual header:
+        through the gateway, the workspace key made for the scenario's provider."""
         headers = {"content-type": "application/json", **dict(scenario.headers)}
-        token = key if self.via_gateway else UPSTREAM_KEY
+        token = self.keys[scenario.provider_id] if self.via_gateway else UPSTREAM_KEY
         protocol = scenario.client if self.via_gateway else scenario.protocol
         if protocol == "anthropic":
             headers["x-api-key"] = token
@@ -362,7 +366,7 @@ class Bench:
 
     def wrk(self, scenario: Scenario, target: Target, seconds: int) -> dict[str, Any]:
         """One closed-loop wrk run; returns wrk's summary plus the target's CPU time."""
-        headers = target.headers(scenario, self.admin_key)
+        headers = target.headers(scenario)
         env = {
             **os.environ,
             "BENCH_BODY_FILE": str(self.body_file(scenario, target)),
@@ -418,7 +422,7 @@ class Bench:
         spec = {
             "url": target.url(scenario),
             "body_file": str(self.body_file(scenario, target)),
-            "headers": target.headers(scenario, self.admin_key),
+            "headers": target.headers(scenario),
             "rate": self.opts.rate,
             "duration": self.opts.latency_duration,
             "warmup": self.opts.latency_warmup,
@@ -524,7 +528,7 @@ def precheck(bench: Bench, targets: Sequence[Target] | None = None) -> list[dict
                 _fetch(
                     target.url(scenario),
                     target.body(scenario),
-                    target.headers(scenario, bench.admin_key),
+                    target.headers(scenario),
                 )
             )
             rows.append(
@@ -549,8 +553,9 @@ def ledger(database: Path) -> tuple[list[tuple[Any, ...]], str | None]:
     try:
         with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
             rows = db.execute(
-                "SELECT model_requested, stream, status_code, outcome, "
-                "COALESCE(error_type, ''), COUNT(*), SUM(total_tokens IS NULL) "
+                "SELECT model_requested || ' -> ' || COALESCE(model_served, '-'), stream, "
+                "status_code, outcome, COALESCE(error_type, ''), COUNT(*), "
+                "SUM(total_tokens IS NULL OR cost_micros IS NULL) "
                 "FROM usage_records GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 3, 4"
             ).fetchall()
     except sqlite3.Error as exc:
@@ -679,23 +684,6 @@ def pick_scenarios(names: Sequence[str]) -> list[Scenario]:
     return [known[n] for n in names]
 
 
-def gateway_config(path: Path, upstream: str, scenarios: Sequence[Scenario]) -> None:
-    """The gateway's YAML: one fake provider per distinct upstream answer."""
-    seen: dict[str, Scenario] = {}
-    for scenario in scenarios:
-        seen.setdefault(scenario.provider_id, scenario)
-    lines = ["providers:"]
-    for provider_id, scenario in seen.items():
-        lines += [
-            f"  - id: {provider_id}",
-            f"    protocol: {scenario.protocol}",
-            f"    base_url: {upstream}{scenario.upstream_base}",
-            "    api_key_env: BENCH_UPSTREAM_KEY",
-            f"    models: [{scenario.upstream_model}]",
-        ]
-    path.write_text("\n".join(lines) + "\n")
-
-
 @contextlib.contextmanager
 def _terminate_on_sigterm() -> Iterator[None]:
     def handler(signum: int, frame: object) -> None:
@@ -737,13 +725,13 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
             bench.targets.append(Target("proxy", "nginx proxy_pass", proxy_url, proxy.pid, False))
 
         config = tmp / "gateway.yaml"
-        gateway_config(config, upstream, scenarios)
+        config.write_text(gateway_config(upstream, scenarios))
         data_dir = tmp / "gateway-data"
-        gateway, gateway_url = start_gateway(
-            bench, config, data_dir, gateway_log, str(opts.gateway_cpu)
+        gateway, target = start_gateway(
+            bench, config, data_dir, gateway_log, str(opts.gateway_cpu), ("gateway", "gateway")
         )
-        bench.targets.append(Target("gateway", "gateway", gateway_url, gateway.pid, True))
-        log(f"gateway on {gateway_url}, core {opts.gateway_cpu}, pid {gateway.pid}")
+        bench.targets.append(target)
+        log(f"gateway on {target.base}, core {opts.gateway_cpu}, pid {gateway.pid}")
         results.memory["after start"] = memory_kib(gateway.pid)
 
         results.precheck = precheck(bench)
@@ -847,9 +835,11 @@ def start_gateway(
     data_dir: Path,
     log_path: Path,
     cpus: str,
+    name: tuple[str, str],
     serve_args: Sequence[str] = (),
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``orcarouter serve`` on ``cpus`` with a fresh data dir; wait until it answers."""
+) -> tuple[subprocess.Popen[bytes], Target]:
+    """Start ``orcarouter serve`` on ``cpus`` with a fresh data dir; wait until it answers, then
+    make the workspace keys the scenarios' requests carry. ``name``: the target's key and label."""
     port = free_port()
     data_dir.mkdir()
     env = {
@@ -875,7 +865,24 @@ def start_gateway(
         gateway = bench.services.start(argv, env=env, shown_env=shown_env, stdout=log_handle)
     url = f"http://{HOST}:{port}"
     wait_http(url + "/healthz", gateway, "gateway", log_path)
-    return gateway, url
+    keys = {
+        provider_id: create_key(url, bench.admin_key, scenario)
+        for provider_id, scenario in by_provider(bench.scenarios).items()
+    }
+    return gateway, Target(name[0], name[1], url, gateway.pid, True, keys=keys)
+
+
+def create_key(url: str, admin_key: str, scenario: Scenario) -> str:
+    """A member key of the default workspace for ``scenario`` (``key_request``); its secret."""
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        f"{url}/api/workspaces/{DEFAULT_WORKSPACE}/keys",
+        data=orjson.dumps(key_request(scenario)),
+        headers={"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (loopback)
+        secret: str = orjson.loads(answer.read())["secret"]
+    return secret
 
 
 def wait_workers(pid: int, count: int, timeout: float = 60) -> None:
@@ -900,11 +907,16 @@ def measure_workers(bench: Bench, config: Path, count: int, stamp: str) -> Worke
     tag = f"workers{count}"
     log_path = RESULTS / f"gateway-{stamp}-{tag}.log"
     data_dir = bench.tmp / f"gateway-data-{tag}"
-    gateway, url = start_gateway(
-        bench, config, data_dir, log_path, opts.both_cpus, ("--workers", str(count))
+    gateway, target = start_gateway(
+        bench,
+        config,
+        data_dir,
+        log_path,
+        opts.both_cpus,
+        (tag, f"gateway, {count} worker(s)"),
+        ("--workers", str(count)),
     )
     run = WorkersRun(count=count, log=log_path)
-    target = Target(tag, f"gateway, {count} worker(s)", url, gateway.pid, True)
     bench.targets.append(target)
     try:
         if count > 1:

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import bench
-from scenarios import Scenario
+from scenarios import Scenario, gateway_config
 
 PROFILES = bench.BENCH_DIR / "profiles"
 DEFAULT_SCENARIOS = ("openai non-stream", "openai stream", "cross-format stream")
@@ -163,10 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         nginx = bench.start_nginx(services, tmp, "upstream", conf, opts.load_cpu)
         bench.wait_http(upstream + "/healthz", nginx, "upstream nginx", tmp / "upstream.out")
         config = tmp / "gateway.yaml"
-        bench.gateway_config(config, upstream, scenarios)
+        config.write_text(gateway_config(upstream, scenarios))
         log_path = tmp / "gateway.log"
-        gateway, url = bench.start_gateway(b, config, tmp / "data", log_path, str(opts.gateway_cpu))
-        target = bench.Target("gateway", "gateway", url, gateway.pid, True)
+        _, target = bench.start_gateway(
+            b, config, tmp / "data", log_path, str(opts.gateway_cpu), ("gateway", "gateway")
+        )
         b.targets.append(target)
         for scenario in scenarios:
             bench.log(f"profiling {scenario.name} for {args.seconds} s")

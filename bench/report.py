@@ -466,7 +466,8 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
         out.append(f"- {results.ledger_error}")
     else:
         out += _table(
-            ["model", "stream", "status", "outcome", "error type", "records", "without tokens"],
+            ["model (asked -> served)", "stream", "status", "outcome", "error type", "records",
+             "without tokens or cost"],
             [
                 [str(r[0]), "yes" if r[1] else "no", str(r[2]), str(r[3]), str(r[4] or "-"),
                  f"{r[5]:,}", f"{r[6] or 0:,}"]

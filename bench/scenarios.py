@@ -9,12 +9,21 @@ body in the client's format and the upstream path and answer of the provider it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import payloads
 
 OPENAI_ROUTE = "/v1/chat/completions"
 ANTHROPIC_ROUTE = "/v1/messages"
+# Every gateway request asks the workspace's auto router; each scenario's key allows only its
+# provider's model, so the router resolves to that one candidate (on the full routing path).
+GATEWAY_MODEL = "orcarouter/auto"
+# Catalog prices for the fake models (USD per million tokens), so every request is priced.
+PRICE_INPUT, PRICE_OUTPUT = "0.15", "0.60"
+# High enough never to refuse a benchmark request, so every request is still counted against them.
+KEY_RATE_LIMIT = 10**9
+KEY_CONCURRENCY_LIMIT = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +46,8 @@ class Scenario:
     client_protocol: str = ""  # the format the client speaks ("": the provider's own)
 
     @property
-    def gateway_model(self) -> str:
-        """The model id the client asks the gateway for."""
+    def model_id(self) -> str:
+        """The model the gateway's router resolves to: ``provider/model``."""
         return f"{self.provider_id}/{self.upstream_model}"
 
     @property
@@ -87,7 +96,7 @@ def _openai(name: str, provider_id: str, *, stream: bool) -> Scenario:
         gateway_route=OPENAI_ROUTE,
         upstream_suffix="/chat/completions",
         stream=stream,
-        gateway_body=payloads.openai_request(f"{provider_id}/{model}", stream=stream),
+        gateway_body=payloads.openai_request(GATEWAY_MODEL, stream=stream),
         direct_body=payloads.openai_request(model, stream=stream),
         headers=(),
         response=response,
@@ -112,7 +121,7 @@ def _anthropic(name: str, provider_id: str, *, stream: bool) -> Scenario:
         gateway_route=ANTHROPIC_ROUTE,
         upstream_suffix="/messages",
         stream=stream,
-        gateway_body=payloads.anthropic_request(f"{provider_id}/{model}", stream=stream),
+        gateway_body=payloads.anthropic_request(GATEWAY_MODEL, stream=stream),
         direct_body=payloads.anthropic_request(model, stream=stream),
         headers=(("anthropic-version", "2023-06-01"),),
         response=response,
@@ -133,7 +142,7 @@ def _cross_stream(name: str, provider_id: str) -> Scenario:
         gateway_route=OPENAI_ROUTE,
         upstream_suffix="/messages",
         stream=True,
-        gateway_body=payloads.openai_request(f"{provider_id}/{model}", stream=True),
+        gateway_body=payloads.openai_request(GATEWAY_MODEL, stream=True),
         direct_body=payloads.anthropic_request(model, stream=True),
         headers=(("anthropic-version", "2023-06-01"),),
         response=response,
@@ -150,3 +159,46 @@ SCENARIOS: list[Scenario] = [
     _anthropic("anthropic stream", "ant-sse", stream=True),
     _cross_stream("cross-format stream", "xant-sse"),
 ]
+
+
+def by_provider(scenarios: Sequence[Scenario]) -> dict[str, Scenario]:
+    """One scenario per fake provider (the first that names it)."""
+    seen: dict[str, Scenario] = {}
+    for scenario in scenarios:
+        seen.setdefault(scenario.provider_id, scenario)
+    return seen
+
+
+def gateway_config(upstream: str, scenarios: Sequence[Scenario]) -> str:
+    """The gateway's YAML: one fake provider per distinct upstream answer, its model priced."""
+    providers, models = ["providers:"], ["models:"]
+    for provider_id, scenario in by_provider(scenarios).items():
+        providers += [
+            f"  - id: {provider_id}",
+            f"    protocol: {scenario.protocol}",
+            f"    base_url: {upstream}{scenario.upstream_base}",
+            "    api_key_env: BENCH_UPSTREAM_KEY",
+            f"    models: [{scenario.upstream_model}]",
+        ]
+        models += [
+            f"  - provider: {provider_id}",
+            f"    model: {scenario.upstream_model}",
+            "    kind: chat",
+            "    capabilities: [streaming]",
+            f"    prices: [{{effective_from: 2025-01-01, input: {PRICE_INPUT}, "
+            f"output: {PRICE_OUTPUT}}}]",
+        ]
+    return "\n".join(providers + models) + "\n"
+
+
+def key_request(scenario: Scenario) -> dict[str, object]:
+    """The workspace key a scenario's requests carry: only its provider's model allowed, with
+    rate limits (requests, tokens, concurrency) on."""
+    return {
+        "name": f"bench-{scenario.provider_id}",
+        "model_limits_enabled": True,
+        "model_limits": [scenario.model_id],
+        "rpm_limit": KEY_RATE_LIMIT,
+        "tpm_limit": KEY_RATE_LIMIT,
+        "concurrency_limit": KEY_CONCURRENCY_LIMIT,
+    }
