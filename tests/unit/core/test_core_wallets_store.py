@@ -106,5 +106,7 @@ async def test_a_batch_charges_each_wallet_once_with_running_balances(any_store:
     assert charged == {"req_old": (-500, 9_500), "req_1": (-1_000, 8_500), "req_3": (-3_000, 5_500)}
     (entry,) = await repo.ledger("ws_b")
     assert (entry["request_id"], entry["balance_after_micros"]) == ("req_2", None)
-    spent = dict(any_store.execute("SELECT key_id, spent_micros FROM key_spend"))
+    spent = {
+        row[0]: row[1] for row in any_store.execute("SELECT key_id, spent_micros FROM key_spend")
+    }
     assert spent == {key_a: 4_500, key_b: 2_000}
