@@ -345,6 +345,8 @@ class Gateway:
             await runtime.egress.close()
         if self.shared is not None:
             await self.shared.close()
+        await self.wallets.close()
+        await self.usage.close()
         await self.engine.dispose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -263,8 +263,8 @@ async def _keys(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _wallet(settings: Settings, args: argparse.Namespace) -> int:
     engine = create_engine_for(settings.database_url)
+    repo = WalletRepository(engine)
     try:
-        repo = WalletRepository(engine)
         if args.wallet_command == "topup":
             try:
                 amount = parse_usd(args.usd)
@@ -283,6 +283,7 @@ async def _wallet(settings: Settings, args: argparse.Namespace) -> int:
             print(f"{when}  {entry['kind']:10}  {usd(entry['amount_micros']):>14}  {about}")
         return 0
     finally:
+        await repo.close()
         await engine.dispose()
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orcarouter.store.database import Transactions
 from orcarouter.store.schema import api_keys, usage_records, workspaces
 
 # How far before ``since`` a key refresh reads again. Times are taken on the writer's clock
@@ -80,7 +82,7 @@ class BulkUpsert:
         )
         self._pages: dict[int, tuple[str, tuple[tuple[int, str], ...]]] = {}
 
-    async def execute(self, conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
+    def execute(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Write ``rows`` (dicts of column values) in ``conn``'s transaction."""
         if self._convert:
             converted = []
@@ -94,13 +96,13 @@ class BulkUpsert:
             for start in range(0, len(rows), self.PAGE):
                 page = rows[start : start + self.PAGE]
                 sql, slots = self._page(len(page))
-                await conn.exec_driver_sql(sql, tuple(page[i][name] for i, name in slots))
+                conn.exec_driver_sql(sql, tuple(page[i][name] for i, name in slots))
             return
         order = self._order
         if order is None:
-            await conn.exec_driver_sql(self.sql, list(rows))
+            conn.exec_driver_sql(self.sql, list(rows))
         else:
-            await conn.exec_driver_sql(self.sql, [tuple(row[n] for n in order) for row in rows])
+            conn.exec_driver_sql(self.sql, [tuple(row[n] for n in order) for row in rows])
 
     def _page(self, count: int) -> tuple[str, tuple[tuple[int, str], ...]]:
         """The SQLite statement for ``count`` rows, and (row, column) for each parameter."""
@@ -330,6 +332,7 @@ class UsageRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
+        self._writes = Transactions(engine)
 
     async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert records in one transaction; a record already stored is left as it is."""
@@ -343,8 +346,11 @@ class UsageRepository:
         """Write finished records in one transaction, replacing their open rows."""
         if not rows:
             return
-        async with self._engine.begin() as conn:
-            await self._settle.execute(conn, rows)
+        await self._writes.run(partial(self._settle.execute, rows=rows))
+
+    async def close(self) -> None:
+        """Release what ``settle_many`` holds (a SQLite connection and its thread)."""
+        await self._writes.close()
 
     async def sweep_open(self, older_than: datetime) -> int:
         """Settle records left open (by a process that stopped) before ``older_than``."""

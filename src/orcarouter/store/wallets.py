@@ -23,6 +23,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Connection,
     String,
     bindparam,
     case,
@@ -35,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orcarouter.store.database import Transactions
 from orcarouter.store.repositories import (
     BulkUpsert,
     dialect_insert,
@@ -73,6 +75,7 @@ class WalletRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
+        self._writes = Transactions(engine)
         spend = dialect_insert(engine, key_spend)
         self._spend = spend.on_conflict_do_update(
             index_elements=["key_id"],
@@ -109,15 +112,15 @@ class WalletRepository:
     ) -> int:
         """Add money (negative: take it back) and return the new balance; opens the wallet."""
         now = utcnow()
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert_ignoring_conflicts(self._engine, wallets, "workspace_id").values(
-                    workspace_id=workspace_id, balance_micros=0, updated_at=now
-                )
-            )
-            balance = await _move(conn, workspace_id, amount_micros, now)
+        opening = insert_ignoring_conflicts(self._engine, wallets, "workspace_id").values(
+            workspace_id=workspace_id, balance_micros=0, updated_at=now
+        )
+
+        def top_up(conn: Connection) -> int:
+            conn.execute(opening)
+            balance = _move(conn, workspace_id, amount_micros, now)
             assert balance is not None
-            await conn.execute(
+            conn.execute(
                 ledger_entries.insert().values(
                     id=new_entry_id(),
                     workspace_id=workspace_id,
@@ -130,6 +133,8 @@ class WalletRepository:
                 )
             )
             return balance
+
+        return await self._writes.run(top_up)
 
     async def ledger(self, workspace_id: str, limit: int = 100) -> list[dict[str, Any]]:
         """The workspace's newest ledger entries."""
@@ -157,21 +162,28 @@ class WalletRepository:
         if not rows and not charges and not release_holds:
             return
         now = utcnow()
-        async with self._engine.begin() as conn:
+
+        def write(conn: Connection) -> None:
             if rows:
-                await self._settle.execute(conn, rows)
+                self._settle.execute(conn, rows)
             if charges:
-                await self._charge(conn, charges, now)
+                self._charge(conn, charges, now)
             if release_holds:
-                await conn.execute(
+                conn.execute(
                     delete(budget_holds).where(budget_holds.c.request_id.in_(list(release_holds)))
                 )
 
-    async def _charge(self, conn: AsyncConnection, charges: Sequence[Charge], now: Any) -> None:
+        await self._writes.run(write)
+
+    async def close(self) -> None:
+        """Release what the writes hold (on SQLite, a connection and its thread)."""
+        await self._writes.close()
+
+    def _charge(self, conn: Connection, charges: Sequence[Charge], now: Any) -> None:
         """Charge a batch in a constant number of statements: the ledger rows first (keyed by
         request id, so only new ones go on), then each wallet and key once by the sum of its
         new charges, then each new entry's running balance."""
-        inserted = await conn.execute(
+        inserted = conn.execute(
             insert_ignoring_conflicts(self._engine, ledger_entries, "request_id").returning(
                 ledger_entries.c.request_id
             ),
@@ -202,14 +214,12 @@ class WalletRepository:
         # Sorted: two replicas' batches lock the same rows in the same order, never a deadlock.
         for workspace_id in sorted(by_workspace):
             batch = by_workspace[workspace_id]
-            balance = await _move(
-                conn, workspace_id, -sum(charge.cost_micros for charge in batch), now
-            )
+            balance = _move(conn, workspace_id, -sum(charge.cost_micros for charge in batch), now)
             if balance is not None:
-                await conn.execute(_running_balances(batch, balance))
+                conn.execute(_running_balances(batch, balance))
         if spent:
             rows = [{"key_id": key, "spent_micros": spent[key]} for key in sorted(spent)]
-            await conn.execute(self._spend, rows)
+            conn.execute(self._spend, rows)
 
 
 def _running_balances(batch: Sequence[Charge], balance: int) -> Any:
@@ -226,9 +236,9 @@ def _running_balances(batch: Sequence[Charge], balance: int) -> Any:
     )
 
 
-async def _move(conn: AsyncConnection, workspace_id: str, amount: int, now: Any) -> int | None:
+def _move(conn: Connection, workspace_id: str, amount: int, now: Any) -> int | None:
     """Change a wallet's balance atomically; the new balance, or None without a wallet."""
-    result = await conn.execute(
+    result = conn.execute(
         update(wallets)
         .where(wallets.c.workspace_id == workspace_id)
         .values(balance_micros=wallets.c.balance_micros + amount, updated_at=now)

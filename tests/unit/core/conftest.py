@@ -114,6 +114,7 @@ async def sqlite_store(sqlite_url: str) -> AsyncIterator[Store]:
     """A migrated SQLite database."""
     store = await open_store(sqlite_url)
     yield store
+    await store.usage.close()
     await store.engine.dispose()
 
 
@@ -122,6 +123,7 @@ async def any_store(database_url: str) -> AsyncIterator[Store]:
     """The same store on each supported backend and driver: SQLite, asyncpg, psycopg."""
     store = await open_store(database_url)
     yield store
+    await store.usage.close()
     await store.engine.dispose()
 
 

@@ -4,11 +4,13 @@ values come back as they went in, writes are idempotent and atomic, races end cl
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
@@ -25,7 +27,13 @@ from orcarouter.store.accounts import (
     WorkspaceRow,
 )
 from orcarouter.store.audit import AuditEntry, AuditRepository
-from orcarouter.store.database import MAX_OVERFLOW, POOL_SIZE, POOL_TIMEOUT, create_engine_for
+from orcarouter.store.database import (
+    MAX_OVERFLOW,
+    POOL_SIZE,
+    POOL_TIMEOUT,
+    Transactions,
+    create_engine_for,
+)
 from orcarouter.store.repositories import (
     CHANGES_LOOKBACK,
     BulkUpsert,
@@ -36,6 +44,7 @@ from orcarouter.store.repositories import (
     utcnow,
 )
 from orcarouter.store.routers import RouterExists, RouterRepository, RouterRow, new_router_id
+from orcarouter.store.schema import usage_records
 from orcarouter.store.workspace_keys import WorkspaceKeys
 
 if TYPE_CHECKING:
@@ -495,3 +504,32 @@ async def test_the_pool_is_small_bounded_and_named(postgres_store: Store) -> Non
         name = await conn.scalar(text("SELECT current_setting('application_name')"))
     assert name == "orcarouter"
     assert POOL_SIZE + MAX_OVERFLOW <= 20  # replicas share the server's max_connections
+
+
+async def test_transactions_commit_on_return_and_roll_back_on_error(store: Store) -> None:
+    """The writers' transactions: on a SQLite file on a thread of their own (one hand-off per
+    transaction), elsewhere through the async engine; the same outcome either way."""
+    writes = Transactions(store.engine)
+    main = threading.get_ident()
+    ran_on: list[int] = []
+
+    def insert(conn: Connection, row: dict[str, object]) -> int:
+        ran_on.append(threading.get_ident())
+        BulkUpsert(store.engine, usage_records, "request_id").execute(conn, [row])
+        return len(ran_on)
+
+    assert await writes.run(partial(insert, row=_usage(1))) == 1
+
+    def insert_then_fail(conn: Connection) -> None:
+        insert(conn, _usage(2))
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError, match="refused"):
+        await writes.run(insert_then_fail)
+    assert [r["request_id"] for r in await store.usage.all()] == ["req_0001"]
+    file = store.engine.url.get_backend_name() == "sqlite"
+    assert (ran_on[0] != main) is file  # SQLite: the thread; PostgreSQL: the loop's thread
+    assert len(set(ran_on)) == 1  # one thread, one connection, for every transaction
+    await writes.close()
+    assert await writes.run(partial(insert, row=_usage(3))) == 3  # reopens after close
+    await writes.close()

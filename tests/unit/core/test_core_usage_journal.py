@@ -401,7 +401,8 @@ async def test_records_written_while_the_database_is_away_are_all_stored_when_it
         writer.submit(_record(n))
     await _eventually(lambda: writer.pending == 0)
     directory.rename(tmp_path / "db_away")  # the database is gone
-    await sqlite_store.engine.dispose()
+    await sqlite_store.engine.dispose()  # and every open connection with it: the engine's,
+    await sqlite_store.usage.close()  # and the one the writes use (store.database.Transactions)
     for n in range(5, 20):
         writer.submit(_record(n))
     await _eventually(lambda: writer.failures >= 2)
