@@ -1,9 +1,11 @@
 """What one request needs from a model, read from the decoded body of either dialect.
 
 Only types and a few fields are looked at, never the text itself, so this costs a walk over the
-message and content-block lists. The prompt's size is estimated from the body's size: about
-four bytes of JSON per token, with inline images taken out of the byte count and counted at a
-fixed allowance each (a base64 image says nothing about its token cost by its length).
+message and content-block lists. The body is decoded JSON, so its objects are plain ``dict``s
+and are checked as such (an ABC check costs several times more, on every message of every
+request). The prompt's size is estimated from the body's size: about four bytes of JSON per
+token, with inline images taken out of the byte count and counted at a fixed allowance each (a
+base64 image says nothing about its token cost by its length).
 """
 
 from __future__ import annotations
@@ -51,18 +53,18 @@ def _wants_reasoning(payload: Mapping[str, Any]) -> bool:
     if isinstance(effort, str) and effort not in ("none", "minimal"):
         return True
     reasoning = payload.get("reasoning")
-    if isinstance(reasoning, Mapping) and reasoning.get("effort") not in (None, "none"):
+    if isinstance(reasoning, dict) and reasoning.get("effort") not in (None, "none"):
         return True
     thinking = payload.get("thinking")  # Anthropic: {"type": "enabled" | "adaptive", ...}
-    return isinstance(thinking, Mapping) and thinking.get("type") in ("enabled", "adaptive")
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
 
 
 def _wants_structured_output(payload: Mapping[str, Any]) -> bool:
     response_format = payload.get("response_format")
-    if isinstance(response_format, Mapping) and response_format.get("type") == "json_schema":
+    if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
         return True
     output_format = payload.get("output_format")  # Anthropic structured outputs
-    return isinstance(output_format, Mapping) and output_format.get("type") == "json_schema"
+    return isinstance(output_format, dict) and output_format.get("type") == "json_schema"
 
 
 @dataclass(slots=True)
@@ -74,7 +76,7 @@ class _Media:
 
 def _scan_blocks(blocks: list[Any], media: _Media, depth: int = 0) -> None:
     for block in blocks:
-        if not isinstance(block, Mapping):
+        if not isinstance(block, dict):
             continue
         kind = block.get("type")
         if kind in _IMAGE_BLOCKS:
@@ -89,11 +91,11 @@ def _scan_blocks(blocks: list[Any], media: _Media, depth: int = 0) -> None:
 
 def _inline_bytes(block: Mapping[str, Any]) -> int:
     image_url = block.get("image_url")
-    if isinstance(image_url, Mapping):
+    if isinstance(image_url, dict):
         url = image_url.get("url")
         return len(url) if isinstance(url, str) and url.startswith("data:") else 0
     source = block.get("source")
-    if isinstance(source, Mapping) and isinstance(source.get("data"), str):
+    if isinstance(source, dict) and isinstance(source.get("data"), str):
         return len(source["data"])
     return 0
 
@@ -105,7 +107,7 @@ def needs_of(payload: Mapping[str, Any], body_bytes: int) -> RequestNeeds:
     messages = payload.get("messages")
     if isinstance(messages, list):
         for message in messages:
-            if isinstance(message, Mapping) and isinstance(message.get("content"), list):
+            if isinstance(message, dict) and isinstance(message.get("content"), list):
                 _scan_blocks(message["content"], media)
     system = payload.get("system")
     if isinstance(system, list):
