@@ -57,7 +57,7 @@ from orcarouter.state.redis import SharedStore
 from orcarouter.state.shared_health import HealthSync
 from orcarouter.store.analytics import UsageAnalytics
 from orcarouter.store.credentials import CredentialRepository
-from orcarouter.store.database import create_engine_for
+from orcarouter.store.database import Transactions, create_engine_for
 from orcarouter.store.repositories import KeyRepository, UsageRepository, utcnow
 from orcarouter.store.routers import RouterRepository
 from orcarouter.store.wallets import WalletRepository
@@ -116,11 +116,13 @@ class Gateway:
         self.settings = settings
         self.catalog = load_catalog(settings, catalog or Catalog.load_shipped())
         self.engine: AsyncEngine = create_engine_for(settings.database_url)
-        self.keys = KeyRepository(self.engine)
-        self.usage = UsageRepository(self.engine)
+        # The usage writer's transactions, on one thread of their own on SQLite.
+        self.writes = Transactions(self.engine)
+        self.keys = KeyRepository(self.engine, self.writes)
+        self.usage = UsageRepository(self.engine, self.writes)
         self.key_cache = KeyCache(self.keys)
         self.metrics = Metrics()
-        self.wallets = WalletRepository(self.engine)
+        self.wallets = WalletRepository(self.engine, self.writes)
         # Shared by replicas through Redis when configured; otherwise per process (budgets
         # then stay exact through the database balance, read back every second).
         self.shared = _shared_store(settings, self.metrics)
@@ -345,8 +347,7 @@ class Gateway:
             await runtime.egress.close()
         if self.shared is not None:
             await self.shared.close()
-        await self.wallets.close()
-        await self.usage.close()
+        await self.writes.close()
         await self.engine.dispose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:

@@ -222,10 +222,12 @@ class WorkspaceRepository:
 
 
 class KeyRepository:
-    """API keys: hashes and metadata only."""
+    """API keys: hashes and metadata only. ``writes``: where ``touch`` (the usage writer's)
+    runs its transactions, shared with the other repositories the writer uses."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writes: Transactions | None = None) -> None:
         self._engine = engine
+        self._writes = writes or Transactions(engine)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -312,11 +314,13 @@ class KeyRepository:
         """Record when keys were last used (batched by the usage writer)."""
         if not last_used:
             return
-        async with self._engine.begin() as conn:
-            for key_id, when in last_used.items():
-                await conn.execute(
-                    update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=when)
-                )
+        touch = (
+            update(api_keys)
+            .where(api_keys.c.id == bindparam("key_id"))
+            .values(last_used_at=bindparam("when"))
+        )
+        rows = [{"key_id": key_id, "when": when} for key_id, when in last_used.items()]
+        await self._writes.run(lambda conn: conn.execute(touch, rows))
 
 
 def _as_values(row: KeyRow) -> dict[str, Any]:
@@ -329,10 +333,10 @@ def _as_values(row: KeyRow) -> dict[str, Any]:
 class UsageRepository:
     """Usage records; the request id makes every write idempotent."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writes: Transactions | None = None) -> None:
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
-        self._writes = Transactions(engine)
+        self._writes = writes or Transactions(engine)
 
     async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert records in one transaction; a record already stored is left as it is."""

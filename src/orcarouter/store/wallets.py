@@ -72,10 +72,12 @@ def new_entry_id() -> str:
 class WalletRepository:
     """Balances, top-ups, the ledger, and usage written together with its charges."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writes: Transactions | None = None) -> None:
+        """``writes``: where the transactions run (``store.database.Transactions``), shared
+        with the other repositories the usage writer uses; its own otherwise."""
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
-        self._writes = Transactions(engine)
+        self._writes = writes or Transactions(engine)
         spend = dialect_insert(engine, key_spend)
         self._spend = spend.on_conflict_do_update(
             index_elements=["key_id"],

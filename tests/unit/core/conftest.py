@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orcarouter.store.database import create_engine_for, migrate
+from orcarouter.store.database import Transactions, create_engine_for, migrate
 from orcarouter.store.repositories import KeyRepository, UsageRepository, WorkspaceRepository
 
 POSTGRES_DRIVERS = ("asyncpg", "psycopg")
@@ -104,8 +104,13 @@ async def open_store(url: str) -> Store:
     """Migrate the database at ``url`` and open the gateway's engine and repositories on it."""
     migrate(url)
     engine = create_engine_for(url)
+    writes = Transactions(engine)  # as the gateway has it: one for the writer's repositories
     return Store(
-        url, engine, KeyRepository(engine), UsageRepository(engine), WorkspaceRepository(engine)
+        url,
+        engine,
+        KeyRepository(engine, writes),
+        UsageRepository(engine, writes),
+        WorkspaceRepository(engine),
     )
 
 
