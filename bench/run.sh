@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole benchmark in one command: bash bench/run.sh  (or: make bench)
+# Profiles, on the same set-up: bash bench/run.sh profile [scenario ...] [--seconds N] ...
 # Installs nginx and wrk (Debian) if missing, prepares the venv, runs bench/bench.py, which writes
 # bench/results/report-<UTC timestamp>.md and prints it. Tunables: see bench/README.md.
 set -euo pipefail
@@ -49,6 +50,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-.venv/bin/python bench/bench.py "$@" &
+script=bench/bench.py
+if [ "${1:-}" = "profile" ]; then  # bash bench/run.sh profile [profile.py's arguments]
+    script=bench/profile.py
+    shift
+fi
+.venv/bin/python "$script" "$@" &
 child=$!
 wait "$child"

@@ -13,10 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import sys
-import threading
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -217,9 +213,7 @@ class Transactions:
             async with self._engine.begin() as conn:
                 return await conn.run_sync(work)
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="orcarouter-sql", initializer=_yield_to_requests
-            )
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="orcarouter-sql")
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread, work)
 
     def _in_thread(self, work: Callable[[Connection], T]) -> T:
@@ -243,14 +237,3 @@ class Transactions:
         if self._local is not None:
             self._local.dispose()
             self._local = None
-
-
-def _yield_to_requests() -> None:
-    """Give the calling thread the lowest CPU priority (Linux: each thread has its own nice
-    value). The writes share the core with the event loop, and a request that arrives during a
-    batch must not wait out the writer's time slice: at 200 req/s on one core, batches written
-    at normal priority put about 2 % of requests 3-5 ms behind (added p99 4-6 ms)."""
-    if sys.platform != "linux":  # elsewhere the call would renice the whole process
-        return
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
