@@ -204,7 +204,11 @@ class WalletRepository:
             ],
         )
         new = {row.request_id for row in inserted}  # a batch written again charges nothing
-        fresh = [charge for charge in charges if charge.request_id in new]
+        first: dict[str, Charge] = {}  # a request twice in one batch is charged once
+        for charge in charges:
+            if charge.request_id in new:
+                first.setdefault(charge.request_id, charge)
+        fresh = list(first.values())
         if not fresh:
             return
         by_workspace: dict[str, list[Charge]] = {}

@@ -110,3 +110,16 @@ async def test_a_batch_charges_each_wallet_once_with_running_balances(any_store:
         row[0]: row[1] for row in any_store.execute("SELECT key_id, spent_micros FROM key_spend")
     }
     assert spent == {key_a: 4_500, key_b: 2_000}
+
+
+async def test_a_request_twice_in_one_batch_is_charged_once(any_store: Store) -> None:
+    repo = WalletRepository(any_store.engine)
+    key = await _key(any_store)
+    await repo.top_up("ws_default", 10_000, "admin")
+    twice = Charge("req_1", "ws_default", key, 1_000)
+    await repo.write_usage([], [twice, Charge("req_2", "ws_default", key, 2_000), twice])
+    assert await repo.balance("ws_default") == 7_000
+    charged = [e for e in await repo.ledger("ws_default") if e["kind"] == "charge"]
+    assert sorted(e["balance_after_micros"] for e in charged) == [7_000, 9_000]
+    spent = any_store.execute(f"SELECT spent_micros FROM key_spend WHERE key_id = '{key}'")  # noqa: S608 (a generated id)
+    assert spent == [(3_000,)]
