@@ -85,6 +85,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _sqlite_sync_engine(url: URL, **options: Any) -> Engine:
+    """A synchronous engine on the plain ``sqlite3`` driver, with the gateway's pragmas."""
+    engine = create_engine(url.set(drivername="sqlite"), **options)
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
 def _postgres_connect_args(url: URL) -> dict[str, Any]:
     if url.get_driver_name() == "asyncpg":
         # asyncpg takes run-time parameters as server_settings (the URL cannot carry them).
@@ -156,8 +163,7 @@ def _apply(database_url: str, operation: Operation, revision: str) -> None:
         _run_to_completion(lambda: _apply_async(url, config, operation, revision))
         return
     _prepare_sqlite_dir(url)
-    engine = create_engine(url.set(drivername="sqlite"))
-    event.listen(engine, "connect", _sqlite_pragmas)
+    engine = _sqlite_sync_engine(url)
     try:
         with engine.begin() as connection:
             _run_operation(connection, config, operation, revision)
@@ -217,11 +223,8 @@ class Transactions:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self._in_thread, work)
 
     def _in_thread(self, work: Callable[[Connection], T]) -> T:
-        if self._local is None:
-            self._local = create_engine(
-                self._engine.url.set(drivername="sqlite"), poolclass=StaticPool
-            )
-            event.listen(self._local, "connect", _sqlite_pragmas)
+        if self._local is None:  # one connection, only ever used on this thread
+            self._local = _sqlite_sync_engine(self._engine.url, poolclass=StaticPool)
         with self._local.begin() as conn:
             return work(conn)
 

@@ -78,6 +78,9 @@ class WalletRepository:
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
         self._writes = writes or Transactions(engine)
+        self._ledger = insert_ignoring_conflicts(engine, ledger_entries, "request_id").returning(
+            ledger_entries.c.request_id
+        )
         spend = dialect_insert(engine, key_spend)
         self._spend = spend.on_conflict_do_update(
             index_elements=["key_id"],
@@ -186,9 +189,7 @@ class WalletRepository:
         request id, so only new ones go on), then each wallet and key once by the sum of its
         new charges, then each new entry's running balance."""
         inserted = conn.execute(
-            insert_ignoring_conflicts(self._engine, ledger_entries, "request_id").returning(
-                ledger_entries.c.request_id
-            ),
+            self._ledger,
             [
                 {
                     "id": new_entry_id(),
