@@ -168,6 +168,7 @@ class Gateway:
             health=self.health_book,
             retry_budget=self.retry_budget,
             wallets=self.wallets,
+            budgets=self.budgets,
         )
         if self.shared is not None:
             invalidation = Invalidation(

@@ -174,6 +174,23 @@ def test_an_empty_wallet_refuses_in_each_envelope_and_records_nothing_upstream(
     assert small.status == 200
 
 
+def test_a_top_up_or_withdrawal_counts_at_once_in_the_gateway_that_made_it(
+    paying: GatewayProcess, fleet: Fleet
+) -> None:
+    opened = _top_up(paying, "0.000001")  # no wait: the first top-up starts metering now
+    assert opened["balance_micros"] == 1
+    assert _chat(paying, max_tokens=1).status == 402
+    enough = 10 * _worst_case(1)
+    _top_up(paying, f"{enough / 1_000_000:.6f}")
+    assert _chat(paying, max_tokens=1).status == 200
+    wallet = _api(paying, "GET", "/api/workspaces/ws_default/wallet").json()
+    taken = _top_up(paying, f"-{wallet['balance_micros'] / 1_000_000:.6f}")
+    assert taken["balance_micros"] <= 0  # a charge may commit in between
+    refused = _chat(paying, max_tokens=1)  # not served on money already taken back
+    assert refused.status == 402, refused.body
+    assert fleet.hits["cheap"] == 1
+
+
 def test_a_key_over_its_usd_cap_gets_402(paying: GatewayProcess, fleet: Fleet) -> None:
     created = _api(
         paying,

@@ -167,10 +167,10 @@ class DatabaseBudgets(QueuedHolds[str, _Change]):
         """Money the workspace can still hold across processes (None: no wallet)."""
         return (await self.holds.room(workspace_id, None, self._now())).wallet
 
-    def credit(self, workspace_id: str, amount: int) -> None:
+    def credit(self, workspace_id: str, amount: int, balance: int) -> None:
         """A top-up committed by this process (holds read the balance from the database; this
         opens a first wallet for ``metered`` at once)."""
-        self.local.credit(workspace_id, amount)
+        self.local.credit(workspace_id, amount, balance)
 
     # --- holds ------------------------------------------------------------------------------
 

@@ -497,14 +497,14 @@ class SharedBudgets(QueuedHolds[tuple[Holder, str], _Change]):
         ):
             self._enqueue(("k", key_id), rid, change)
 
-    def credit(self, workspace_id: str, amount: int) -> None:
+    def credit(self, workspace_id: str, amount: int, balance: int) -> None:
         """A top-up (or, negative, a withdrawal) committed to the database by this process.
 
         A withdrawal counts at once on every replica (a committed entry, like a charge); a
         top-up shows at the next read (about a second), as adding it here could count it twice
         against a read that already includes it. A first top-up opens the wallet at once.
         """
-        self.local.credit(workspace_id, amount)
+        self.local.credit(workspace_id, amount, balance)
         figures = self._figures
         if amount < 0:
             change = _Change("c", -amount, 0)
@@ -512,7 +512,7 @@ class SharedBudgets(QueuedHolds[tuple[Holder, str], _Change]):
         elif figures is not None and workspace_id not in figures.wallets:
             # No wallet meant unmetered; any finite figure is stricter than that.
             self._figures = _Figures(
-                figures.t_read, {**figures.wallets, workspace_id: amount}, figures.caps
+                figures.t_read, {**figures.wallets, workspace_id: balance}, figures.caps
             )
 
     # --- the queue of state changes ----------------------------------------------------------

@@ -99,7 +99,7 @@ class BudgetBook(Protocol):
         request_id: str | None = None,
     ) -> None: ...
 
-    def credit(self, workspace_id: str, amount: int) -> None: ...
+    def credit(self, workspace_id: str, amount: int, balance: int) -> None: ...
 
     def expire(self) -> list[Reservation]: ...
 
@@ -265,13 +265,22 @@ class Budgets:
             cap.unwritten -= cost if counted[1] else 0
             cap.balance -= cost
 
-    def credit(self, workspace_id: str, amount: int) -> None:
-        """A top-up committed to the database (this process made it)."""
+    def credit(self, workspace_id: str, amount: int, balance: int) -> None:
+        """This process committed a top-up (or, negative, a withdrawal) of ``amount``, which
+        left the database balance at ``balance``.
+
+        The committed balance becomes the settled figure, so a refresh that has already read
+        it changes nothing (adding ``amount`` would count it twice), and the wallet counts as
+        written, so a refresh whose read began before the commit keeps it. A first top-up
+        opens the wallet.
+        """
+        self.generation += 1
+        self._written_at["w:" + workspace_id] = self.generation
         wallet = self._wallets.get(workspace_id)
         if wallet is None:
-            self._wallets[workspace_id] = _Account(amount)
+            self._wallets[workspace_id] = _Account(balance)
         else:
-            wallet.balance += amount
+            wallet.balance = balance
 
     def expire(self) -> list[Reservation]:
         """Release holds older than their time to live (a request that never settled)."""
@@ -304,7 +313,9 @@ def _reloaded(
     raced: Collection[str] = (),
     kind: str = "",
 ) -> dict[str, _Account]:
-    fresh: dict[str, _Account] = {}
+    fresh: dict[str, _Account] = {
+        holder: old for holder, old in current.items() if kind + holder in raced
+    }  # a raced holder the read did not see yet (a wallet opened meanwhile) is kept too
     for holder, balance in settled.items():
         old = current.get(holder)
         if old is None:

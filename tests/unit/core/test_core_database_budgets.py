@@ -411,7 +411,7 @@ async def test_the_database_budgets_share_the_interface(
     assert budgets.metered(WS, key) and not budgets.metered(WS, other)
     assert not budgets.has_wallet(WS) and budgets.available(WS) is None
     balance = await wallets.top_up(WS, 10_000, "admin")
-    budgets.credit(WS, balance)  # this process's top-up opens the wallet at once
+    budgets.credit(WS, 10_000, balance)  # this process's top-up opens the wallet at once
     assert budgets.has_wallet(WS) and budgets.metered(WS, other)
     hold = await budgets.hold("req_1", WS, key, 2_000)
     assert budgets.available(WS) == 8_000  # this process's view

@@ -102,10 +102,33 @@ def test_a_reload_keeps_open_holds_and_unwritten_charges() -> None:
     budgets.settle(settled, 1_000)
     budgets.load({"ws": 25_000}, {})  # a top-up made by another process
     assert budgets.available("ws") == 25_000 - 2_000 - 1_000
-    budgets.credit("ws", 5_000)
+    budgets.credit("ws", 5_000, 30_000)
     assert budgets.available("ws") == 27_000
-    budgets.credit("new", 100)
+    budgets.credit("new", 100, 100)
     assert budgets.has_wallet("new") and budgets.metered("new", "any key")
+
+
+def test_a_top_up_counts_once_whenever_the_refresh_reads() -> None:
+    budgets = Budgets()
+    budgets.load({"ws": 10_000}, {})
+    # The refresh read the database after the top-up committed and loaded it first.
+    budgets.load({"ws": 15_000}, {}, generation=budgets.generation)
+    budgets.credit("ws", 5_000, 15_000)
+    assert budgets.available("ws") == 15_000  # not 20,000
+    # A refresh that read before a withdrawal committed and loads after it keeps it.
+    before = budgets.generation
+    budgets.credit("ws", -15_000, 0)
+    assert not budgets.load({"ws": 15_000}, {}, generation=before)
+    assert budgets.available("ws") == 0
+    with pytest.raises(InsufficientFunds):
+        budgets.reserve("r", "ws", "k", 1)
+    # A wallet opened while a refresh read (which did not see it) stays open.
+    before = budgets.generation
+    budgets.credit("new", 100, 100)
+    budgets.load({"ws": 0}, {}, generation=before)
+    assert budgets.has_wallet("new") and budgets.available("new") == 100
+    budgets.load({"ws": 0, "new": 100}, {}, generation=budgets.generation)
+    assert budgets.available("new") == 100
 
 
 def test_a_charge_nobody_reserved_still_moves_the_balance_once() -> None:

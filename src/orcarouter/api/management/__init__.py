@@ -46,6 +46,7 @@ from orcarouter.api.management.body_limit import ASGIApp, BodyLimit
 from orcarouter.api.management.context import SESSION_COOKIE, ApiError, ManagementContext
 from orcarouter.api.management.schemas import ErrorResponse
 from orcarouter.errors import openai_type_for
+from orcarouter.metering.wallet import BudgetBook
 from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.table import RouterTable
 from orcarouter.settings import Settings
@@ -158,10 +159,12 @@ def build_management_app(
     health: HealthBook | None = None,
     retry_budget: RetryBudget | None = None,
     wallets: WalletRepository | None = None,
+    budgets: BudgetBook | None = None,
 ) -> ASGIApp:
     """The management API as one ASGI app serving every ``/api/…`` path it declares.
 
-    ``routers`` is the gateway's in-memory router table, refreshed after every router write.
+    ``routers`` is the gateway's in-memory router table, refreshed after every router write;
+    ``budgets`` its budget book, credited with every top-up this process commits.
     """
     app = FastAPI(
         title="OrcaRouter management API",
@@ -185,6 +188,7 @@ def build_management_app(
     app.state.health = health
     app.state.retry_budget = retry_budget
     app.state.wallets = wallets or WalletRepository(engine)
+    app.state.budgets = budgets
     app.state.analytics = UsageAnalytics(engine)
     app.state.credentials = CredentialAdmin(
         CredentialRepository(engine), keyring_from(settings), (p.id for p in settings.providers)

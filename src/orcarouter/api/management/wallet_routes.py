@@ -1,8 +1,9 @@
 """``/api/workspaces/{id}/wallet``: the balance and ledger (viewers), top-ups (admins).
 
 Amounts travel as decimal USD strings and are kept as integer micro-dollars; an amount finer
-than a micro-dollar is refused rather than rounded. The running gateway picks a top-up up
-within about a second (the budgets refresh from the database).
+than a micro-dollar is refused rather than rounded. The process that commits a top-up counts
+it at once (a first top-up starts metering, a withdrawal is held against the next request);
+other processes pick it up within about a second (the budgets refresh from the database).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from orcarouter.accounts.roles import Action
 from orcarouter.api.management.context import ApiError, authorize, context
 from orcarouter.metering.pricing import parse_usd, usd
+from orcarouter.metering.wallet import BudgetBook
 from orcarouter.store.wallets import WalletRepository
 
 router = APIRouter(prefix="/api/workspaces/{workspace_id}/wallet", tags=["wallet"])
@@ -82,6 +84,9 @@ async def top_up(workspace_id: str, body: TopUp, request: Request) -> WalletOut:
     amount = micros_from_usd(body.amount_usd)
     actor = f"{access.caller.actor[0]}:{access.caller.actor[1]}"
     balance = await _repo(request).top_up(workspace_id, amount, actor, body.note)
+    budgets: BudgetBook | None = request.app.state.budgets
+    if budgets is not None:
+        budgets.credit(workspace_id, amount, balance)
     await context(request).audit.record(
         actor=access.caller.actor,
         action="wallet.topup",
