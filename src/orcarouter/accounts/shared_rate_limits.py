@@ -19,6 +19,11 @@ When Redis is unavailable (a failed call, or its circuit open) each decision is 
 per-process ``InMemoryRateLimiter`` whose limits are the configured ones times
 ``fallback_share`` (this replica's part of the limit, e.g. ``1 / replicas``), and counted as a
 degraded decision. A lease remembers which limiter admitted it and is settled by that one.
+
+A settlement that cannot reach Redis, and the release of an admission whose reply was lost (a
+timeout after the script may have run), wait in a queue and run before the next admission
+that finds Redis again, so their slots come back with Redis rather than after ``lease_ttl``.
+Settling is idempotent: only the run that removes the lease corrects its tokens.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import itertools
 import logging
 import math
 import secrets
+from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +55,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LEASE_TTL = 900.0 + 60.0  # the longest request (total timeout) and a margin
 DEGRADED = "redis unavailable"
-SETTLEMENT_LOST = "redis unavailable at finish"
+SETTLEMENT_LOST = "redis unavailable at finish"  # the settlement waits for Redis to return
+MAX_UNSETTLED = 100_000  # settlements kept for Redis' return; older ones wait for lease_ttl
 _LIMITS: tuple[Limit, ...] = ("requests", "tokens", "concurrency")  # the script's 1, 2, 3
 
 ADMIT_LUA = """
@@ -190,10 +197,10 @@ end
 
 for i = 1, #KEYS / 2 do
   local key = KEYS[2 * i - 1]
-  redis.call('ZREM', KEYS[2 * i], lease)
+  local removed = redis.call('ZREM', KEYS[2 * i], lease)  -- 0: settled before, or expired
   local tpm = tonumber(ARGV[3 + i])
   local delta = 0
-  if actual then
+  if actual and removed == 1 then
     delta = actual
     if tpm then delta = actual - debited end
   end
@@ -265,11 +272,14 @@ class SharedRateLimiter:
         self._flights = store.key("rl", "f", "")
         self._lease_ids = map(f"{secrets.token_hex(6)}:{{}}".format, itertools.count())
         self._pending: set[asyncio.Task[None]] = set()
+        self._unsettled: deque[tuple[list[str], list[str | int]]] = deque(maxlen=MAX_UNSETTLED)
 
     async def admit(self, scopes: Sequence[LimitScope], tokens: int) -> Lease | Refusal:
         """See ``RateLimiter.admit``: one script run, or the fallback when Redis is away."""
         if not scopes:
             return Lease((), tokens)
+        if self._unsettled and self._store.available:
+            await self._resettle()
         if self._store.available:
             lease_id = next(self._lease_ids)
             keys: list[str] = []
@@ -279,14 +289,15 @@ class SharedRateLimiter:
                 keys += (self._buckets + name, self._flights + name)
                 limits = scope.limits
                 args += (_arg(limits.rpm), _arg(limits.tpm), _arg(limits.concurrency))
+            release: list[str | int] = [lease_id, "", tokens, *[""] * len(scopes)]
             try:
                 reply = await self._store.run_script(
                     self._admit_script, keys, args, "rate limit admit"
                 )
-            except SharedStoreUnavailable:
-                pass
+            except SharedStoreUnavailable:  # the script may have run: its slots go back later
+                self._unsettled.append((keys, release))
             except asyncio.CancelledError:  # the script may have run: give its slots back
-                self._spawn(self._settle(keys, [lease_id, "", tokens, *[""] * len(scopes)]))
+                self._spawn(self._settle(keys, release))
                 raise
             else:
                 return self._outcome(reply, scopes, tokens, lease_id, keys)
@@ -337,8 +348,23 @@ class SharedRateLimiter:
     async def _settle(self, keys: list[str], args: list[str | int]) -> None:
         try:
             await self._store.run_script(self._finish_script, keys, args, "rate limit finish")
-        except SharedStoreUnavailable:  # the slots come back when the leases expire
+        except SharedStoreUnavailable:  # settled before the next admission that reaches Redis
             self._metrics.degraded("rate_limit", SETTLEMENT_LOST)
+            self._unsettled.append((keys, args))
+
+    async def _resettle(self) -> None:
+        """Run the settlements that could not reach Redis, oldest first, until one fails.
+
+        Two admissions may both run the oldest: settling twice changes nothing.
+        """
+        while self._unsettled:
+            keys, args = self._unsettled[0]
+            try:
+                await self._store.run_script(self._finish_script, keys, args, "rate limit finish")
+            except SharedStoreUnavailable:
+                return
+            if self._unsettled and self._unsettled[0][1] is args:
+                self._unsettled.popleft()
 
     def _spawn(self, settlement: Coroutine[Any, Any, None]) -> None:
         try:

@@ -34,7 +34,7 @@ from orcarouter.accounts.shared_rate_limits import (
     scaled,
 )
 from orcarouter.observability.metrics import Metrics
-from orcarouter.state.redis import SharedStore
+from orcarouter.state.redis import SharedStore, SharedStoreUnavailable
 from tests.support.services import RedisSpace
 
 CLOSED = "redis://127.0.0.1:1/0"
@@ -410,16 +410,62 @@ async def test_a_lease_outlives_an_outage_with_the_limiter_that_admitted_it(
     assert replica.degraded() == 2
 
 
-async def test_a_finish_that_cannot_reach_redis_is_counted_and_never_raises(
+async def test_a_finish_that_cannot_reach_redis_is_counted_and_settled_when_it_returns(
     replicas: Replicas,
 ) -> None:
-    replica = replicas(retry_interval=5)
-    lease = admitted(await replica.limiter.admit([key(concurrency=1)], 0))
+    replica, other = replicas(retry_interval=0.05), replicas()
+    scopes = [key(concurrency=1, tpm=100)]
+    lease = admitted(await replica.limiter.admit(scopes, 40))
     replica.store.failed("test")
-    replica.limiter.finish(lease, 10)
+    replica.limiter.finish(lease, 10)  # never raises
     await replica.limiter.drain()
     assert replica.degraded(SETTLEMENT_LOST) == 1
     assert replica.degraded() == 0
+    refused(await other.limiter.admit(scopes, 0))  # the slot is still taken in Redis
+    await asyncio.sleep(0.06)
+    # Redis is back: the settlement runs first, so the slot and the refund are there now,
+    # not after the lease's time to live.
+    back = admitted(await replica.limiter.admit(scopes, 0))
+    assert remaining(back.tokens_quota) == 90
+    assert replica.degraded() == 0
+
+
+async def test_an_admission_whose_reply_was_lost_gives_its_slot_back_with_redis(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica, other = replicas(retry_interval=0.05), replicas()
+    store, scopes = replica.store, [key(concurrency=1)]
+    run_script = store.run_script
+
+    async def ran_but_timed_out(*args: Any) -> Any:
+        await run_script(*args)
+        monkeypatch.undo()
+        store.failed("test")
+        raise SharedStoreUnavailable("rate limit admit")
+
+    monkeypatch.setattr(store, "run_script", ran_but_timed_out)
+    local = admitted(await replica.limiter.admit(scopes, 0))  # decided by the fallback
+    assert replica.degraded() == 1
+    refused(await other.limiter.admit(scopes, 0))  # the lost admission holds Redis' slot
+    replica.limiter.finish(local, None)
+    await asyncio.sleep(0.06)
+    shared = admitted(await replica.limiter.admit(scopes, 0))  # released first
+    refused(await other.limiter.admit(scopes, 0))
+    replica.limiter.finish(shared, None)
+    await replica.limiter.drain()
+    admitted(await other.limiter.admit(scopes, 0))
+
+
+async def test_settling_a_lease_twice_corrects_its_tokens_once(replicas: Replicas) -> None:
+    limiter = replicas().limiter
+    scopes = [key(tpm=100)]
+    lease = admitted(await limiter.admit(scopes, 50))
+    limiter.finish(lease, 10)
+    await limiter.drain()
+    lease.finished = False  # as when a settlement that did run is replayed
+    limiter.finish(lease, 10)
+    await limiter.drain()
+    assert remaining(admitted(await limiter.admit(scopes, 0)).tokens_quota) == 90
 
 
 # --- the same decisions as the in-memory limiter -----------------------------------------------
