@@ -178,10 +178,11 @@ class KeyCache:
     """Active keys by hash, kept in memory and refreshed from the database incrementally.
 
     A background task calls ``refresh`` every ``interval`` seconds so a key revoked by another
-    process stops working within that time. A miss may trigger one early refresh (at most every
-    ``min_miss_interval`` seconds), so a key created a moment ago works at once while a flood
-    of wrong keys costs at most a few queries a second. If the database is unreachable, known
-    keys keep working and unknown keys fail closed.
+    process stops working within that time. A miss waits for a refresh that begins after it
+    (joining one, or starting one as soon as ``min_miss_interval`` has passed since the last),
+    so a key created a moment ago by any process works at once, while a flood of wrong keys
+    costs at most ``1 / min_miss_interval`` queries a second (and each wrong key a short wait).
+    If the database is unreachable, known keys keep working and unknown keys fail closed.
     """
 
     def __init__(
@@ -213,14 +214,28 @@ class KeyCache:
         return principal
 
     async def lookup_or_refresh(self, secret: str) -> Principal | None:
-        """Like ``lookup``, but a miss may refresh the cache once before giving up."""
+        """Like ``lookup``, but a miss is looked up again after a refresh that began after it."""
         principal = self.lookup(secret)
         if principal is not None:
             return principal
-        if self._clock() - self._last_refresh >= self._min_miss_interval:
+        await self._refresh_after(self._clock())
+        return self.lookup(secret)
+
+    async def _refresh_after(self, missed_at: float) -> None:
+        while self._last_refresh < missed_at:
+            running = self._refreshing
+            if running is not None and not running.done():
+                await asyncio.shield(running)  # began before the miss: it may not see the key
+                continue
+            wait = self._last_refresh + self._min_miss_interval - self._clock()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                continue
             await self.refresh()
-            return self.lookup(secret)
-        return None
+            return
+        running = self._refreshing
+        if running is not None and not running.done():
+            await asyncio.shield(running)
 
     async def refresh(self) -> None:
         """Apply every key change since the last refresh (single flight)."""
