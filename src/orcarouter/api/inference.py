@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -79,7 +78,7 @@ from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.needs import needs_of
 from orcarouter.routing.resolve import ModelResolver, Target
 from orcarouter.routing.select import RouteSelector
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.repositories import ordered_id, utcnow
 from orcarouter.translate.codecs import WireCodec
 from orcarouter.translate.common import TranslationError
 from orcarouter.translate.remote_images import (
@@ -98,8 +97,8 @@ access_log = logging.getLogger("orcarouter.access")
 
 
 def new_request_id() -> str:
-    """A unique request id; it is also the usage record's idempotency key."""
-    return "req_" + secrets.token_hex(12)
+    """A unique request id, ordered by time; it is also the usage record's idempotency key."""
+    return ordered_id("req_")
 
 
 @dataclass(frozen=True, slots=True)

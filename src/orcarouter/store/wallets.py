@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import secrets
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,6 +40,7 @@ from orcarouter.store.repositories import (
     BulkUpsert,
     dialect_insert,
     insert_ignoring_conflicts,
+    ordered_id,
     upsert,
     utcnow,
 )
@@ -65,8 +65,8 @@ class Charge:
 
 
 def new_entry_id() -> str:
-    """A ledger entry id."""
-    return "led_" + secrets.token_hex(12)
+    """A ledger entry id (ordered by time, see ``ordered_id``)."""
+    return ordered_id("led_")
 
 
 class WalletRepository:
@@ -78,9 +78,7 @@ class WalletRepository:
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
         self._writes = writes or Transactions(engine)
-        self._ledger = insert_ignoring_conflicts(engine, ledger_entries, "request_id").returning(
-            ledger_entries.c.request_id
-        )
+        self._ledger = BulkUpsert(engine, ledger_entries, "request_id", ignore=True)
         spend = dialect_insert(engine, key_spend)
         self._spend = spend.on_conflict_do_update(
             index_elements=["key_id"],
@@ -185,57 +183,78 @@ class WalletRepository:
         await self._writes.close()
 
     def _charge(self, conn: Connection, charges: Sequence[Charge], now: Any) -> None:
-        """Charge a batch in a constant number of statements: the ledger rows first (keyed by
-        request id, so only new ones go on), then each wallet and key once by the sum of its
-        new charges, then each new entry's running balance."""
-        inserted = conn.execute(
-            self._ledger,
-            [
-                {
-                    "id": new_entry_id(),
-                    "workspace_id": charge.workspace_id,
-                    "created_at": now,
-                    "kind": "charge",
-                    "amount_micros": -charge.cost_micros,
-                    "balance_after_micros": None,
-                    "request_id": charge.request_id,
-                    "key_id": charge.key_id,
-                }
-                for charge in charges
-            ],
-        )
-        new = {row.request_id for row in inserted}  # a batch written again charges nothing
+        """Charge a batch in a constant number of statements: each wallet once by the sum of
+        its charges, then the ledger rows with their running balances (keyed by request id, so
+        a charge already written is left alone), then each key's spend by the sum of its new
+        charges. A batch written again (recovery after a crash) gives its wallets back what the
+        ledger already had, and sets the new entries' running balances again."""
         first: dict[str, Charge] = {}  # a request twice in one batch is charged once
         for charge in charges:
-            if charge.request_id in new:
-                first.setdefault(charge.request_id, charge)
-        fresh = list(first.values())
-        if not fresh:
-            return
+            first.setdefault(charge.request_id, charge)
         by_workspace: dict[str, list[Charge]] = {}
-        spent: dict[str, int] = {}
-        for charge in fresh:
+        for charge in first.values():
             by_workspace.setdefault(charge.workspace_id, []).append(charge)
-            if charge.key_id is not None:
-                spent[charge.key_id] = spent.get(charge.key_id, 0) + charge.cost_micros
         # Sorted: two replicas' batches lock the same rows in the same order, never a deadlock.
-        for workspace_id in sorted(by_workspace):
-            batch = by_workspace[workspace_id]
-            balance = _move(conn, workspace_id, -sum(charge.cost_micros for charge in batch), now)
-            if balance is not None:
-                conn.execute(_running_balances(batch, balance))
+        balances = {
+            workspace_id: _move(conn, workspace_id, -_total(by_workspace[workspace_id]), now)
+            for workspace_id in sorted(by_workspace)
+        }
+        entries = [
+            {
+                "id": new_entry_id(),
+                "workspace_id": workspace_id,
+                "created_at": now,
+                "kind": "charge",
+                "amount_micros": -charge.cost_micros,
+                "balance_after_micros": after,
+                "request_id": charge.request_id,
+                "key_id": charge.key_id,
+                "actor": None,
+                "note": None,
+            }
+            for workspace_id, batch in by_workspace.items()
+            for charge, after in zip(batch, _running(batch, balances[workspace_id]), strict=True)
+        ]
+        new = set(self._ledger.execute(conn, entries))
+        if len(new) < len(first):  # charged before: give it back, and renumber the new ones
+            for workspace_id in sorted(by_workspace):
+                batch = by_workspace[workspace_id]
+                fresh = [charge for charge in batch if charge.request_id in new]
+                if len(fresh) == len(batch):
+                    continue
+                old = _total(batch) - _total(fresh)
+                balance = _move(conn, workspace_id, old, now)
+                if balance is not None and fresh:
+                    conn.execute(_running_balances(fresh, balance))
+        spent: dict[str, int] = {}
+        for charge in first.values():
+            if charge.key_id is not None and charge.request_id in new:
+                spent[charge.key_id] = spent.get(charge.key_id, 0) + charge.cost_micros
         if spent:
             rows = [{"key_id": key, "spent_micros": spent[key]} for key in sorted(spent)]
             conn.execute(self._spend, rows)
 
 
-def _running_balances(batch: Sequence[Charge], balance: int) -> Any:
-    """Set each entry's balance after it, in batch order, ending at ``balance``."""
-    after: dict[str, int] = {}
-    running = balance + sum(charge.cost_micros for charge in batch)
+def _total(batch: Sequence[Charge]) -> int:
+    return sum(charge.cost_micros for charge in batch)
+
+
+def _running(batch: Sequence[Charge], balance: int | None) -> list[int | None]:
+    """Each entry's balance after it, in batch order, ending at ``balance`` (None without a
+    wallet)."""
+    if balance is None:
+        return [None] * len(batch)
+    running = balance + _total(batch)
+    after: list[int | None] = []
     for charge in batch:
         running -= charge.cost_micros
-        after[charge.request_id] = running
+        after.append(running)
+    return after
+
+
+def _running_balances(batch: Sequence[Charge], balance: int) -> Any:
+    """Set each entry's balance after it, in batch order, ending at ``balance``."""
+    after = {c.request_id: a for c, a in zip(batch, _running(batch, balance), strict=True)}
     return (
         update(ledger_entries)
         .where(ledger_entries.c.request_id.in_(list(after)))

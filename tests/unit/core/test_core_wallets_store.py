@@ -123,3 +123,32 @@ async def test_a_request_twice_in_one_batch_is_charged_once(any_store: Store) ->
     assert sorted(e["balance_after_micros"] for e in charged) == [7_000, 9_000]
     spent = any_store.execute(f"SELECT spent_micros FROM key_spend WHERE key_id = '{key}'")  # noqa: S608 (a generated id)
     assert spent == [(3_000,)]
+
+
+async def test_a_large_batch_is_written_whole_with_some_of_it_charged_before(
+    any_store: Store,
+) -> None:
+    repo = WalletRepository(any_store.engine)
+    key = await _key(any_store)
+    await repo.top_up("ws_default", 1_000_000, "admin")
+    charges = [Charge(f"req_{n:03d}", "ws_default", key, n + 1) for n in range(100)]
+    rows = [_row(c.request_id, c.workspace_id, key, c.cost_micros) for c in charges]
+    before = charges[10:30:3]  # written by an earlier batch (a crash before its commit mark)
+    await repo.write_usage([], before)
+    await repo.write_usage(rows, charges)  # 100 rows: several statements on SQLite
+    total = sum(c.cost_micros for c in charges)
+    assert await repo.balance("ws_default") == 1_000_000 - total
+    ledger = [e for e in await repo.ledger("ws_default", 1000) if e["kind"] == "charge"]
+    assert len(ledger) == 100
+    # The new entries' running balances count down, in batch order, to the final balance.
+    fresh = [c for c in charges if c not in before]
+    after = {e["request_id"]: e["balance_after_micros"] for e in ledger}
+    expected, running = {}, 1_000_000 - total + sum(c.cost_micros for c in fresh)
+    for charge in fresh:
+        running -= charge.cost_micros
+        expected[charge.request_id] = running
+    assert {r: after[r] for r in expected} == expected
+    stored = any_store.execute("SELECT count(*) FROM usage_records")
+    assert stored == [(100,)]
+    spent = any_store.execute(f"SELECT spent_micros FROM key_spend WHERE key_id = '{key}'")  # noqa: S608 (a generated id)
+    assert spent == [(total,)]
