@@ -55,11 +55,12 @@ class CountTokensEndpoint:
             if denied is not None:
                 raise denied
             body = await read_body(receive, headers, self._ctx.max_body_bytes)
-            payload = decode_payload(body).payload
+            request = decode_payload(body)
+            payload = request.payload
             model, _ = check_payload(payload)
             if RouteSelector.is_router(model):
                 # Count for the model the router would pick for this very request.
-                decision = decide_route(self._ctx.routes, principal, model, payload, len(body))
+                decision = decide_route(self._ctx.routes, principal, model, request.needs)
                 target = decision.chosen.target
                 exchange.headers.append((b"x-orca-router", decision.router.encode()))
             else:

@@ -75,7 +75,7 @@ from orcarouter.providers.openai_compat import client_wants_usage
 from orcarouter.providers.profiles import ProfileBook
 from orcarouter.routing.decision import RouteDecision
 from orcarouter.routing.health import HealthBook, RetryBudget
-from orcarouter.routing.needs import needs_of
+from orcarouter.routing.needs import RequestNeeds, needs_of
 from orcarouter.routing.resolve import ModelResolver, Target
 from orcarouter.routing.select import RouteSelector
 from orcarouter.store.repositories import ordered_id, utcnow
@@ -160,11 +160,12 @@ MAX_FALLBACK_MODELS = 5
 MAX_ATTEMPTS = 1 + MAX_FALLBACK_MODELS  # a router's ranking is walked no further than a chain
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ClientRequest:
     """The decoded payload without the gateway's own fields, and what those fields asked."""
 
     payload: dict[str, Any]
+    body_bytes: int
     drop_params: bool = False
     fallbacks: tuple[str, ...] = ()
     # A thinking signature another vendor issued, wrapped for this client's wire: the request
@@ -172,6 +173,14 @@ class ClientRequest:
     foreign_signatures: bool = False
     # The parsed request with remote images inline, once a target needed it.
     inlined: list[Request] = field(default_factory=list, compare=False)
+    _needs: RequestNeeds | None = field(default=None, compare=False)
+
+    @property
+    def needs(self) -> RequestNeeds:
+        """What the request needs (routing, the prompt estimate), read once when first asked."""
+        if self._needs is None:
+            self._needs = needs_of(self.payload, self.body_bytes)
+        return self._needs
 
 
 def decode_payload(body: bytes) -> ClientRequest:
@@ -198,7 +207,7 @@ def decode_payload(body: bytes) -> ClientRequest:
         fallbacks = _fallback_models(models)
     drop_params = payload.pop("drop_params", None) is True
     foreign = FOREIGN_SIGNATURE_MARK in body
-    return ClientRequest(payload, drop_params, fallbacks, foreign_signatures=foreign)
+    return ClientRequest(payload, len(body), drop_params, fallbacks, foreign_signatures=foreign)
 
 
 def _fallback_models(models: Any) -> tuple[str, ...]:
@@ -228,11 +237,7 @@ def check_payload(payload: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 def decide_route(
-    routes: RouteSelector,
-    principal: Principal,
-    model: str,
-    payload: Mapping[str, Any],
-    body_bytes: int,
+    routes: RouteSelector, principal: Principal, model: str, needs: RequestNeeds
 ) -> RouteDecision:
     """A router's decision for this request, within what the key may use."""
     # A key that lists the router itself may use whatever the router picks.
@@ -240,13 +245,12 @@ def decide_route(
     return routes.route(
         principal.workspace_id,
         model,
-        payload,
-        body_bytes,
+        needs,
         lambda m: whole_router or model_allowed(principal, m),
     )
 
 
-def cancelled_usage(record: UsageRecord, prompt: tuple[Mapping[str, Any], int]) -> Usage | None:
+def cancelled_usage(record: UsageRecord, needs: RequestNeeds) -> Usage | None:
     """What a request the client walked away from consumed upstream: the usage the upstream
     reported so far, its output raised to the tokens that passed (estimated from the deltas
     seen), and the prompt estimated when the upstream had not reported it yet."""
@@ -254,10 +258,7 @@ def cancelled_usage(record: UsageRecord, prompt: tuple[Mapping[str, Any], int]) 
         return record.usage  # nothing reached an upstream
     usage, produced = record.usage, record.produced
     if usage is None:
-        payload, body_bytes = prompt
-        return Usage(
-            input_tokens=needs_of(payload, body_bytes).prompt_tokens, output_tokens=produced
-        )
+        return Usage(input_tokens=needs.prompt_tokens, output_tokens=produced)
     if produced > usage.output_tokens:
         return replace(usage, output_tokens=produced)
     return usage
@@ -314,18 +315,17 @@ class InferenceEndpoint:
         unwatch: Callable[[], object] | None = None
         lease: Lease | None = None
         reservation: Reservation | None = None
-        prompt_bytes: tuple[Mapping[str, Any], int] | None = None
+        request: ClientRequest | None = None
         budget = self._ctx.budget
         budget.enter()
         try:
             body = await read_body(receive, headers, self._ctx.max_body_bytes)
             request = decode_payload(body)
-            prompt_bytes = (request.payload, len(body))
             record.model_requested, record.stream = check_payload(request.payload)
-            route = self._route(principal, record, request, len(body), exchange)
+            route = self._route(principal, record, request, exchange)
             if principal.limit_scopes:
-                lease = await self._admit(principal, request.payload, len(body), exchange, record)
-            reservation = await self._reserve(principal, route, request, len(body), record)
+                lease = await self._admit(principal, request, exchange, record)
+            reservation = await self._reserve(principal, route, request, record)
             if self._ctx.open_records:
                 await self._ctx.writer.open(record)
             unwatch = _watch_client(scope, receive, task, exchange)
@@ -341,8 +341,8 @@ class InferenceEndpoint:
                 raise
             task.uncancel()
             record.status_code, record.outcome = 499, "client_cancelled"
-            if prompt_bytes is not None:
-                record.usage = cancelled_usage(record, prompt_bytes)
+            if request is not None:
+                record.usage = cancelled_usage(record, request.needs)
         finally:
             if reservation is not None:  # every path: the hold goes, the actual cost counts
                 self._settle(reservation, record)
@@ -362,15 +362,14 @@ class InferenceEndpoint:
     async def _admit(
         self,
         principal: Principal,
-        payload: Mapping[str, Any],
-        body_bytes: int,
+        request: ClientRequest,
         exchange: Exchange,
         record: UsageRecord,
     ) -> Lease:
         """Admit the request under the key's and its workspace's rate limits, else 429 with
         ``Retry-After``; the tokens are the estimated prompt, corrected when the request ends."""
         scopes = principal.limit_scopes
-        tokens = needs_of(payload, body_bytes).prompt_tokens if counts_tokens(scopes) else 0
+        tokens = request.needs.prompt_tokens if counts_tokens(scopes) else 0
         admission = await self._ctx.limiter.admit(scopes, tokens)
         exchange.headers.extend(quota_headers(admission.requests_quota, admission.tokens_quota))
         if isinstance(admission, Refusal):
@@ -384,7 +383,6 @@ class InferenceEndpoint:
         principal: Principal,
         route: Route,
         request: ClientRequest,
-        body_bytes: int,
         record: UsageRecord,
     ) -> Reservation | None:
         """Hold the request's worst case against the wallet and the key's cap, else 402."""
@@ -392,7 +390,7 @@ class InferenceEndpoint:
         if pricer is None or not budgets.metered(principal.workspace_id, principal.key_id):
             return None
         payload = request.payload
-        prompt = needs_of(payload, body_bytes).prompt_tokens
+        prompt = request.needs.prompt_tokens
         limit = payload.get("max_tokens", payload.get("max_completion_tokens"))
         max_output = limit if isinstance(limit, int) and limit > 0 else None
         choices = wanted_choices(payload) if not self.dialect.anthropic else 1
@@ -429,7 +427,6 @@ class InferenceEndpoint:
         principal: Principal,
         record: UsageRecord,
         request: ClientRequest,
-        body_bytes: int,
         exchange: Exchange,
     ) -> Route:
         """The targets to try in order: the model or router asked for, then the fallback chain.
@@ -440,7 +437,7 @@ class InferenceEndpoint:
         model = record.model_requested or ""
         decision: RouteDecision | None = None
         if RouteSelector.is_router(model):
-            decision = decide_route(self._ctx.routes, principal, model, request.payload, body_bytes)
+            decision = decide_route(self._ctx.routes, principal, model, request.needs)
             exchange.headers.append((b"x-orca-router", decision.router.encode()))
             exchange.headers.append((b"x-orca-route-reason", decision.header().encode()))
             targets = [c.target for c in decision.candidates]
@@ -454,9 +451,7 @@ class InferenceEndpoint:
         for entry in request.fallbacks:
             try:
                 if RouteSelector.is_router(entry):
-                    found = decide_route(
-                        self._ctx.routes, principal, entry, request.payload, body_bytes
-                    )
+                    found = decide_route(self._ctx.routes, principal, entry, request.needs)
                     targets.extend(c.target for c in found.candidates)
                     continue
                 target = self._ctx.resolver.resolve(entry)

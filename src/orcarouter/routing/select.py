@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
-from typing import Any
 
 from orcarouter.catalog import Catalog, ModelInfo
 from orcarouter.errors import InvalidRequest, ModelNotFound
@@ -23,7 +22,7 @@ from orcarouter.routing.candidates import (
     unmet_need,
 )
 from orcarouter.routing.decision import RouteDecision
-from orcarouter.routing.needs import RequestNeeds, needs_of
+from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.resolve import ModelResolver, Target
 from orcarouter.routing.routers import RouterSpec, split_router_id
 from orcarouter.routing.strategies import STRATEGIES, LatencySource, Ranked, StrategyInput
@@ -84,8 +83,7 @@ class RouteSelector:
         self,
         workspace_id: str,
         model: str,
-        payload: Mapping[str, Any],
-        body_bytes: int,
+        needs: RequestNeeds,
         allowed: Callable[[str], bool],
     ) -> RouteDecision:
         """The ordered candidates for this request; 404 for an unknown or disabled router,
@@ -96,7 +94,6 @@ class RouteSelector:
             raise ModelNotFound(f"router '{model}' does not exist in this workspace", param="model")
         if not router.enabled:
             raise ModelNotFound(f"router '{model}' is disabled", param="model")
-        needs = needs_of(payload, body_bytes)
         kept, excluded = filter_candidates(self._pool(router), needs, allowed)
         ctx = StrategyInput(needs, router, self._today(), self._latency, self._rng)
         ranked = STRATEGIES[router.strategy](kept, ctx) if kept else []

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
 from orcarouter.errors import ModelNotFound
 from orcarouter.routing.candidates import filter_candidates
+from orcarouter.routing.decision import RouteDecision
 from orcarouter.routing.needs import BYTES_PER_TOKEN, TOKENS_PER_IMAGE, RequestNeeds, needs_of
 from orcarouter.routing.routers import RouterError, RouterSpec, check_fields, check_name
 from orcarouter.routing.select import NoCandidate, RouteSelector
@@ -24,6 +26,13 @@ def _ids(items: Sequence[object]) -> list[str]:
 
 def _chat(**extra: object) -> dict[str, object]:
     return {"model": "orcarouter/auto", "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def _route(
+    selector: RouteSelector, workspace: str, model: str, payload: dict[str, Any], size: int
+) -> RouteDecision:
+    """The selector's decision for a body of ``size`` bytes, every model allowed."""
+    return selector.route(workspace, model, needs_of(payload, size), lambda _m: True)
 
 
 def test_needs_read_both_dialects() -> None:
@@ -180,11 +189,11 @@ def test_selector_leaves_out_unhealthy_targets_unless_none_is_left() -> None:
         model("dear", "5"),
         live=lambda m: m not in down,
     )
-    decision = selector.route("ws", "orcarouter/auto", _chat(), 10, lambda _m: True)
+    decision = _route(selector, "ws", "orcarouter/auto", _chat(), 10)
     assert _ids(decision.candidates) == ["p/dear"]
     assert "excluded health=1" in decision.header()
     down.add("p/dear")  # nothing is live: every candidate stays, in order
-    panic = selector.route("ws", "orcarouter/auto", _chat(), 10, lambda _m: True)
+    panic = _route(selector, "ws", "orcarouter/auto", _chat(), 10)
     assert _ids(panic.candidates) == ["p/cheap", "p/dear"]
 
 
@@ -196,9 +205,7 @@ def test_selector_orders_candidates_and_explains_the_decision() -> None:
         model("embedder", "0.001", kind="embedding"),
     )
     selector = _selector([spec(name="auto", workspace_id="ws")], *infos)
-    decision = selector.route(
-        "ws", "orcarouter/auto", _chat(tools=[{"type": "function"}]), 400, lambda _m: True
-    )
+    decision = _route(selector, "ws", "orcarouter/auto", _chat(tools=[{"type": "function"}]), 400)
     assert _ids(decision.candidates) == ["p/mid", "p/dear"]  # ordered for a later failover
     assert decision.chosen.model_id == "p/mid"
     header = decision.header()
@@ -206,7 +213,7 @@ def test_selector_orders_candidates_and_explains_the_decision() -> None:
     reason = decision.reason_json()
     assert '"need":"tools"' in reason and '"router":"orcarouter/auto"' in reason
     assert "embedder" not in reason  # only chat models are candidates
-    plain = selector.route("ws", "orcarouter/auto", _chat(), 400, lambda _m: True)
+    plain = _route(selector, "ws", "orcarouter/auto", _chat(), 400)
     assert plain.chosen.model_id == "p/cheap-no-tools"
 
 
@@ -216,16 +223,16 @@ def test_selector_errors_say_what_was_missing() -> None:
         model("small", "0.1", context=128_000, caps=NO_TOOLS),
     )
     with pytest.raises(ModelNotFound, match="does not exist"):
-        selector.route("ws", "orcarouter/nope", _chat(), 10, lambda _m: True)
+        _route(selector, "ws", "orcarouter/nope", _chat(), 10)
     with pytest.raises(ModelNotFound, match="disabled"):
-        selector.route("ws", "orcarouter/off", _chat(), 10, lambda _m: True)
+        _route(selector, "ws", "orcarouter/off", _chat(), 10)
     with pytest.raises(ModelNotFound):  # routers belong to their workspace
-        selector.route("other-ws", "orcarouter/auto", _chat(), 10, lambda _m: True)
+        _route(selector, "other-ws", "orcarouter/auto", _chat(), 10)
     with pytest.raises(NoCandidate, match=r"tools \(1 model") as caught:
-        selector.route("ws", "orcarouter/auto", _chat(tools=[{}]), 10, lambda _m: True)
+        _route(selector, "ws", "orcarouter/auto", _chat(tools=[{}]), 10)
     assert caught.value.status == 400
     with pytest.raises(NoCandidate, match="context"):
-        selector.route("ws", "orcarouter/auto", _chat(), 150_000 * BYTES_PER_TOKEN, lambda _m: True)
+        _route(selector, "ws", "orcarouter/auto", _chat(), 150_000 * BYTES_PER_TOKEN)
 
 
 def test_default_model_is_the_last_resort_and_is_filtered_too() -> None:
@@ -240,10 +247,10 @@ def test_default_model_is_the_last_resort_and_is_filtered_too() -> None:
         spec(name="s", allowed_models=("nothing/*",), default_model="q/fallback-no-tools"),
     ]
     selector = _selector(routers, *infos)
-    decision = selector.route("ws", "orcarouter/r", _chat(), 10, lambda _m: True)
+    decision = _route(selector, "ws", "orcarouter/r", _chat(), 10)
     assert _ids(decision.candidates) == ["p/a", "p/b", "q/fallback"]
     assert decision.ranked[-1].score == "default model"
-    only_default = selector.route("ws", "orcarouter/s", _chat(), 10, lambda _m: True)
+    only_default = _route(selector, "ws", "orcarouter/s", _chat(), 10)
     assert only_default.chosen.model_id == "q/fallback-no-tools"
     with pytest.raises(NoCandidate):  # the default cannot call tools either
-        selector.route("ws", "orcarouter/s", _chat(tools=[{}]), 10, lambda _m: True)
+        _route(selector, "ws", "orcarouter/s", _chat(tools=[{}]), 10)
