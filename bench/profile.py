@@ -6,9 +6,11 @@ py-spy on core 1), drives one scenario with wrk, and samples the gateway with
 and by inclusive time, plus req/s and CPU per request during the profile, which py-spy's pauses
 inflate a little) is written to ``bench/profiles/<stamp>-<scenario>.txt`` and printed.
 
-Usage: ``.venv/bin/python bench/profile.py [--seconds 10] [--rate 250]
+Usage: ``.venv/bin/python bench/profile.py [--seconds 10] [--rate 250] [--open-loop]
 [--top 30] [--keep DIR] [--label TEXT] [scenario ...]`` (default: the two OpenAI scenarios and the
-cross-format stream). py-spy must be able to ptrace the gateway (root, or
+cross-format stream). ``--open-loop`` drives the scenario with the latency run's generator at its
+fixed rate (``BENCH_RATE``, 200 req/s) instead of wrk: where the time goes when requests come
+one at a time. py-spy must be able to ptrace the gateway (root, or
 ``kernel.yama.ptrace_scope=0``).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import datetime as dt
 import os
 import re
@@ -94,7 +97,16 @@ def profile(
     b.wrk(scenario, target, opts.warmup)
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # py-spy attaches
-    result = b.wrk(scenario, target, args.seconds - 1)
+    if args.open_loop:
+        result = b.loadgen(scenario, target)
+        requests, seconds = int(result["sent"]), float(args.seconds - 1)
+        errors = int(result["measured"]) - int(result["ok"])
+        driver = f"open loop at {result['rate']} req/s, p50 {result['total_ms']['p50']:.2f} ms"
+    else:
+        result = b.wrk(scenario, target, args.seconds - 1)
+        requests, seconds = int(result["requests"]), result["duration_us"] / 1e6
+        errors = sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout"))
+        driver = f"wrk: {requests / max(seconds, 1e-6):,.0f} req/s"
     _, err = spy.communicate(timeout=args.seconds + 60)
     if spy.returncode != 0 or not raw.exists():
         raise RuntimeError(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')}")
@@ -103,13 +115,11 @@ def profile(
         args.keep.mkdir(parents=True, exist_ok=True)
         label = f"-{_slug(args.label)}" if args.label else ""
         shutil.copy(raw, args.keep / f"{_slug(scenario.name)}{label}.raw.txt")
-    rps = result["requests"] * 1e6 / max(result["duration_us"], 1)
-    cpu_us = float(result["cpu_s"]) * 1e6 / max(result["requests"], 1)
-    errors = sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout"))
+    cpu_us = float(result["cpu_s"]) * 1e6 / max(requests, 1)
     lines = [
         f"## {scenario.name}" + (f" ({args.label})" if args.label else ""),
         "",
-        f"wrk: {rps:,.0f} req/s, gateway CPU {cpu_us:,.1f} µs/req while sampled, "
+        f"{driver}, gateway CPU {cpu_us:,.1f} µs/req while sampled, "
         f"{errors} errors; py-spy {args.rate} Hz non-blocking, "
         f"{total} samples of the gateway's threads (idle excluded)",
         "",
@@ -143,11 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10, help="sampled seconds per scenario")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument(
+        "--open-loop", action="store_true", help="drive at the latency run's fixed rate"
+    )
 
     parser.add_argument("--label", default="", help="a note for the headings, e.g. 'before'")
     parser.add_argument("--keep", type=Path, help="copy py-spy's raw stacks to this directory")
     args = parser.parse_args(argv)
     opts = bench.Options.from_env()
+    if args.open_loop:  # the generator runs for the sampled time, warmed up by wrk before
+        opts = dataclasses.replace(opts, latency_duration=args.seconds - 1, latency_warmup=0)
     scenarios = bench.pick_scenarios(args.scenarios)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     PROFILES.mkdir(parents=True, exist_ok=True)
