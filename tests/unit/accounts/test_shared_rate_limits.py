@@ -69,11 +69,16 @@ class Replicas:
         lease_ttl: float = 960.0,
     ) -> Replica:
         metrics = Metrics()
+        # A generous timeout: a burst opens a connection per admission, and on a loaded
+        # machine connecting can take longer than the gateway's default, which would send
+        # these tests to the fallback they do not mean to test (the fallback's own tests
+        # use a closed port).
         store = SharedStore(
             url or self.space.url,
             prefix=self.space.prefix,
             retry_interval=retry_interval,
             metrics=metrics,
+            timeout=5.0,
         )
         limiter = SharedRateLimiter(
             store, metrics, fallback_share=fallback_share, lease_ttl=lease_ttl
