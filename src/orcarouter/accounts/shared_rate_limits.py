@@ -273,13 +273,16 @@ class SharedRateLimiter:
         self._lease_ids = map(f"{secrets.token_hex(6)}:{{}}".format, itertools.count())
         self._pending: set[asyncio.Task[None]] = set()
         self._unsettled: deque[tuple[list[str], list[str | int]]] = deque(maxlen=MAX_UNSETTLED)
+        self._resettling: asyncio.Future[None] | None = None
 
     async def admit(self, scopes: Sequence[LimitScope], tokens: int) -> Lease | Refusal:
         """See ``RateLimiter.admit``: one script run, or the fallback when Redis is away."""
         if not scopes:
             return Lease((), tokens)
         if self._unsettled and self._store.available:
-            await self._resettle()
+            if self._resettling is None or self._resettling.done():  # one at a time
+                self._resettling = asyncio.ensure_future(self._resettle())
+            await asyncio.shield(self._resettling)
         if self._store.available:
             lease_id = next(self._lease_ids)
             keys: list[str] = []
@@ -332,6 +335,8 @@ class SharedRateLimiter:
     async def aclose(self) -> None:
         """At shutdown: settle what was finished (the store is closed by its owner)."""
         await self.drain()
+        if self._resettling is not None:
+            await asyncio.gather(self._resettling, return_exceptions=True)
 
     def _outcome(
         self, reply: Any, scopes: Sequence[LimitScope], tokens: int, lease_id: str, keys: list[str]
@@ -353,17 +358,15 @@ class SharedRateLimiter:
             self._unsettled.append((keys, args))
 
     async def _resettle(self) -> None:
-        """Run the settlements that could not reach Redis, oldest first, until one fails.
-
-        Two admissions may both run the oldest: settling twice changes nothing.
-        """
+        """Run the settlements that could not reach Redis, oldest first, until one fails
+        (settling twice changes nothing, so one cut short is simply run again)."""
         while self._unsettled:
             keys, args = self._unsettled[0]
             try:
                 await self._store.run_script(self._finish_script, keys, args, "rate limit finish")
             except SharedStoreUnavailable:
                 return
-            if self._unsettled and self._unsettled[0][1] is args:
+            if self._unsettled and self._unsettled[0][1] is args:  # not dropped meanwhile
                 self._unsettled.popleft()
 
     def _spawn(self, settlement: Coroutine[Any, Any, None]) -> None:

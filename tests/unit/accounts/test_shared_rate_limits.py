@@ -435,6 +435,29 @@ async def test_a_finish_that_cannot_reach_redis_is_counted_and_settled_when_it_r
     assert replica.degraded() == 0
 
 
+async def test_admissions_after_an_outage_share_one_run_of_the_settlements(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    replica = replicas(retry_interval=0.05)
+    store, scopes = replica.store, [key(concurrency=5)]
+    leases = [admitted(await replica.limiter.admit(scopes, 0)) for _ in range(3)]
+    store.failed("test")
+    for lease in leases:
+        replica.limiter.finish(lease, None)
+    await replica.limiter.drain()
+    await asyncio.sleep(0.06)
+    run_script, scripts = store.run_script, []
+
+    async def counted(*args: Any) -> Any:
+        scripts.append(args[-1])
+        return await run_script(*args)
+
+    monkeypatch.setattr(store, "run_script", counted)
+    outcomes = await asyncio.gather(*(replica.limiter.admit(scopes, 0) for _ in range(5)))
+    assert scripts.count("rate limit finish") == 3  # each lost settlement once
+    assert all(isinstance(o, Lease) for o in outcomes)  # all five fit: the slots came back
+
+
 async def test_an_admission_whose_reply_was_lost_gives_its_slot_back_with_redis(
     replicas: Replicas, monkeypatch: pytest.MonkeyPatch
 ) -> None:
