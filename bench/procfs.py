@@ -47,6 +47,18 @@ def cpu_seconds(pid: int) -> tuple[float, int]:
     return ticks / CLK_TCK, len(below)
 
 
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Per thread of ``pid``: its name and its utime+stime so far."""
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            raw = (task / "stat").read_text()
+            name = raw[raw.index("(") + 1 : raw.rindex(")")]
+            fields = raw[raw.rindex(")") + 2 :].split()
+            out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return out
+
+
 def core_busy_seconds() -> dict[int, float]:
     """Per CPU: seconds spent in user, nice and system mode (interrupt time left out, as it is
     for processes)."""

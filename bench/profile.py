@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import bench
+import procfs
 from scenarios import Scenario, gateway_config
 
 PROFILES = bench.BENCH_DIR / "profiles"
@@ -79,11 +80,35 @@ def _rows(items: Sequence[tuple[str, int]], total: int) -> list[str]:
     return [f"  {100 * n / total:5.1f} %  {n:7d}  {name}" for name, n in items]
 
 
+def _thread_rows(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    requests: int,
+    main: int,
+) -> list[str]:
+    """Each thread's CPU over the driven part, per request, busiest first (Python 3.11 does not
+    name its threads for the OS: the event loop's is the one whose id is the process's)."""
+    spent = sorted(
+        (
+            (seconds - before.get(tid, (name, 0.0))[1], tid, name)
+            for tid, (name, seconds) in after.items()
+        ),
+        reverse=True,
+    )
+    return [
+        f"  {seconds * 1e6 / max(requests, 1):9,.1f} µs/req  "
+        f"{'event loop' if tid == main else 'thread'} {tid} ({name})"
+        for seconds, tid, name in spent
+        if seconds > 0
+    ]
+
+
 def profile(
     b: bench.Bench, scenario: Scenario, target: bench.Target, args: argparse.Namespace
 ) -> str:
     """Drive ``scenario`` with wrk while py-spy samples the gateway; the summary text."""
     opts = b.opts
+    assert target.pid is not None  # the gateway, started here
     raw = b.tmp / f"pyspy-{_slug(scenario.name)}.txt"
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     argv = [
@@ -95,6 +120,7 @@ def profile(
     # slows it by half here and counts threads waiting in Python (aiosqlite's) as busy.
     argv.append("--nonblocking")
     b.wrk(scenario, target, opts.warmup)
+    threads_before = procfs.thread_cpu_seconds(target.pid)
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(0.5)  # py-spy attaches
     if args.open_loop:
@@ -107,6 +133,9 @@ def profile(
         requests, seconds = int(result["requests"]), result["duration_us"] / 1e6
         errors = sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout"))
         driver = f"wrk: {requests / max(seconds, 1e-6):,.0f} req/s"
+    threads = _thread_rows(
+        threads_before, procfs.thread_cpu_seconds(target.pid), requests, target.pid
+    )
     _, err = spy.communicate(timeout=args.seconds + 60)
     if spy.returncode != 0 or not raw.exists():
         raise RuntimeError(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')}")
@@ -122,6 +151,12 @@ def profile(
         f"{driver}, gateway CPU {cpu_us:,.1f} µs/req while sampled, "
         f"{errors} errors; py-spy {args.rate} Hz non-blocking, "
         f"{total} samples of the gateway's threads (idle excluded)",
+        "",
+        "CPU by thread while driven (from /proc, not sampled):",
+        "",
+        "```",
+        *threads,
+        "```",
         "",
         "Top functions by own time (the innermost frame of each sample):",
         "",

@@ -112,7 +112,10 @@ def create_engine_for(
     url = async_url(database_url)
     if url.get_backend_name() == "sqlite":
         _prepare_sqlite_dir(url)
-        engine = create_async_engine(url, pool_pre_ping=True)
+        # No pre-ping: a SQLite connection is a file handle, it cannot go stale the way a
+        # network connection does, and a ping costs a hand-off to aiosqlite's thread on every
+        # checkout (the background refreshes check out several connections a second).
+        engine = create_async_engine(url)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     return create_async_engine(
