@@ -1,13 +1,15 @@
 """CPU of the usage writer's database work, in-process, per record.
 
 Writes priced usage records the way ``metering.writer.UsageWriter`` does after each tick: one
-transaction with the records and their charges (``WalletRepository.write_usage``), then one
-that marks the key used (``KeyRepository.touch``), on a fresh SQLite file with the gateway's
-pragmas, through the same ``Transactions`` thread. It reports process CPU (every thread) per
-record over ``--records`` records after the table already holds ``--prefill`` of them, since
-an index costs more as it grows.
+transaction with the records and their charges (``WalletRepository.write_usage``), on a fresh
+SQLite file with the gateway's pragmas, through the same ``Transactions`` thread. The writer
+stores a key's last-used time at most once a second (``KeyRepository.touch``), so ``--touch``
+adds that transaction to every tick, as the writer did before. It reports process CPU (every
+thread) per record over ``--records`` records after the table already holds ``--prefill`` of
+them, since an index costs more as it grows.
 
-Usage: ``.venv/bin/python bench/writer.py [--batch 10 100] [--records 6000] [--prefill 0]``.
+Usage: ``.venv/bin/python bench/writer.py [--batch 10 100] [--records 6000] [--prefill 0]
+[--touch]``.
 It isolates the writer from the request path: ``bench.py`` measures the whole gateway.
 """
 
@@ -43,7 +45,7 @@ def _record(key_id: str) -> UsageRecord:
     return record
 
 
-async def _measure(directory: Path, batch: int, records: int, prefill: int) -> float:
+async def _measure(directory: Path, batch: int, records: int, prefill: int, touch: bool) -> float:
     url = f"sqlite:///{directory}/writer-{batch}.db"
     migrate(url)
     engine = create_engine_for(url)
@@ -59,7 +61,8 @@ async def _measure(directory: Path, batch: int, records: int, prefill: int) -> f
             rows = [record.as_row() for record in batch_records]
             charges = [Charge(r.request_id, WORKSPACE, key_id, 7) for r in batch_records]
             await wallets.write_usage(rows, charges)
-            await keys.touch({key_id: utcnow()})
+            if touch:
+                await keys.touch({key_id: utcnow()})
 
         for _ in range(max(prefill // 500, 1)):
             await tick(500 if prefill else batch)
@@ -77,10 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="+", default=[10, 100])
     parser.add_argument("--records", type=int, default=6000)
     parser.add_argument("--prefill", type=int, default=0, help="records written beforehand")
+    parser.add_argument("--touch", action="store_true", help="touch the key every tick")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as directory:
         for batch in args.batch:
-            cpu = asyncio.run(_measure(Path(directory), batch, args.records, args.prefill))
+            cpu = asyncio.run(
+                _measure(Path(directory), batch, args.records, args.prefill, args.touch)
+            )
             print(
                 f"batches of {batch}: {cpu * 1e6:.1f} µs of CPU per record "
                 f"({args.records} records after {args.prefill})"

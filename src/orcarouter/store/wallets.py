@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from orcarouter.store.database import Transactions
 from orcarouter.store.repositories import (
     BulkUpsert,
+    Prepared,
     dialect_insert,
     insert_ignoring_conflicts,
     ordered_id,
@@ -80,9 +81,22 @@ class WalletRepository:
         self._writes = writes or Transactions(engine)
         self._ledger = BulkUpsert(engine, ledger_entries, "request_id", ignore=True)
         spend = dialect_insert(engine, key_spend)
-        self._spend = spend.on_conflict_do_update(
-            index_elements=["key_id"],
-            set_={"spent_micros": key_spend.c.spent_micros + spend.excluded.spent_micros},
+        self._spend = Prepared(
+            engine.dialect,
+            spend.on_conflict_do_update(
+                index_elements=["key_id"],
+                set_={"spent_micros": key_spend.c.spent_micros + spend.excluded.spent_micros},
+            ),
+        )
+        self._move_wallet = Prepared(
+            engine.dialect,
+            update(wallets)
+            .where(wallets.c.workspace_id == bindparam("workspace_id"))
+            .values(
+                balance_micros=wallets.c.balance_micros + bindparam("amount"),
+                updated_at=bindparam("now"),
+            )
+            .returning(wallets.c.balance_micros),
         )
 
     async def balances(self) -> dict[str, int]:
@@ -121,7 +135,7 @@ class WalletRepository:
 
         def top_up(conn: Connection) -> int:
             conn.execute(opening)
-            balance = _move(conn, workspace_id, amount_micros, now)
+            balance = self._move(conn, workspace_id, amount_micros, now)
             assert balance is not None
             conn.execute(
                 ledger_entries.insert().values(
@@ -196,7 +210,7 @@ class WalletRepository:
             by_workspace.setdefault(charge.workspace_id, []).append(charge)
         # Sorted: two replicas' batches lock the same rows in the same order, never a deadlock.
         balances = {
-            workspace_id: _move(conn, workspace_id, -_total(by_workspace[workspace_id]), now)
+            workspace_id: self._move(conn, workspace_id, -_total(by_workspace[workspace_id]), now)
             for workspace_id in sorted(by_workspace)
         }
         entries = [
@@ -223,7 +237,7 @@ class WalletRepository:
                 if len(fresh) == len(batch):
                     continue
                 old = _total(batch) - _total(fresh)
-                balance = _move(conn, workspace_id, old, now)
+                balance = self._move(conn, workspace_id, old, now)
                 if balance is not None and fresh:
                     conn.execute(_running_balances(fresh, balance))
         spent: dict[str, int] = {}
@@ -232,7 +246,14 @@ class WalletRepository:
                 spent[charge.key_id] = spent.get(charge.key_id, 0) + charge.cost_micros
         if spent:
             rows = [{"key_id": key, "spent_micros": spent[key]} for key in sorted(spent)]
-            conn.execute(self._spend, rows)
+            self._spend.execute_many(conn, rows)
+
+    def _move(self, conn: Connection, workspace_id: str, amount: int, now: Any) -> int | None:
+        """Change a wallet's balance atomically; the new balance, or None without a wallet."""
+        row = self._move_wallet.execute(
+            conn, {"workspace_id": workspace_id, "amount": amount, "now": now}
+        ).first()
+        return int(row[0]) if row is not None else None
 
 
 def _total(batch: Sequence[Charge]) -> int:
@@ -260,18 +281,6 @@ def _running_balances(batch: Sequence[Charge], balance: int) -> Any:
         .where(ledger_entries.c.request_id.in_(list(after)))
         .values(balance_after_micros=case(after, value=ledger_entries.c.request_id))
     )
-
-
-def _move(conn: Connection, workspace_id: str, amount: int, now: Any) -> int | None:
-    """Change a wallet's balance atomically; the new balance, or None without a wallet."""
-    result = conn.execute(
-        update(wallets)
-        .where(wallets.c.workspace_id == workspace_id)
-        .values(balance_micros=wallets.c.balance_micros + amount, updated_at=now)
-        .returning(wallets.c.balance_micros)
-    )
-    row = result.first()
-    return int(row.balance_micros) if row is not None else None
 
 
 # --- budget holds --------------------------------------------------------------------------

@@ -248,6 +248,24 @@ async def test_last_used_at_of_keys_is_updated(any_store: Store) -> None:
     assert by_id[idle.row.id].last_used_at is None
 
 
+async def test_a_busy_key_is_touched_once_a_second_at_most(any_store: Store) -> None:
+    await any_store.workspaces.ensure(DEFAULT_WORKSPACE, "Default")
+    key = await issue_key(any_store.keys, "busy")
+    writer = UsageWriter(any_store.usage, any_store.keys)
+
+    async def last_used_after(n: int, at: datetime) -> datetime | None:
+        writer.submit(_record(n, key_id=key.row.id, at=at))
+        await writer.flush()
+        return {row.id: row for row in await any_store.keys.list()}[key.row.id].last_used_at
+
+    assert await last_used_after(1, T0) == T0
+    # Within the second: the stored time stands (one transaction a second for a busy key).
+    assert await last_used_after(2, T0 + timedelta(milliseconds=400)) == T0
+    assert await last_used_after(3, T0 + timedelta(milliseconds=999)) == T0
+    assert await last_used_after(4, T0 + timedelta(seconds=1)) == T0 + timedelta(seconds=1)
+    assert await last_used_after(5, T0 + timedelta(minutes=3)) == T0 + timedelta(minutes=3)
+
+
 async def test_a_failed_last_used_update_does_not_block_the_ledger(any_store: Store) -> None:
     await any_store.workspaces.ensure(DEFAULT_WORKSPACE, "Default")
     key = await issue_key(any_store.keys, "k")
