@@ -83,22 +83,24 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
 
+def _added(through: dict[str, Any], direct: dict[str, Any], key: str, pct: str) -> float | None:
+    """What going ``through`` a hop added to ``direct``'s percentile ``pct`` of timing ``key``."""
+    return _diff(_ms(through[key], pct), _ms(direct[key], pct))
+
+
 def _added_pair(through: dict[str, Any] | None, direct: dict[str, Any], key: str) -> str:
     """What going ``through`` a proxy added to ``direct``'s p50 and p99 (``key``: which
     timing), or "-" when it was not measured."""
     if through is None:
         return "-"
-    t, d = through[key], direct[key]
-    added = (_diff(_ms(t, pct), _ms(d, pct)) for pct in ("p50", "p99"))
-    return " / ".join(_fmt(value, 3) for value in added)
+    return " / ".join(_fmt(_added(through, direct, key, pct), 3) for pct in ("p50", "p99"))
 
 
 def _reference(through: dict[str, Any] | None, direct: dict[str, Any], key: str, pct: str) -> str:
     """The suffix naming what the reference hop (nginx proxy_pass) added in the same run."""
     if through is None:
         return ""
-    added = _diff(_ms(through[key], pct), _ms(direct[key], pct))
-    return f" (nginx proxy_pass: {_fmt(added, 3, ' ms')})"
+    return f" (nginx proxy_pass: {_fmt(_added(through, direct, key, pct), 3, ' ms')})"
 
 
 def _contention(results: Results, bench: Bench, labels: dict[str, str]) -> list[str]:
@@ -619,14 +621,14 @@ def _targets(results: Results, bench: Bench) -> list[str]:
             continue
         proxy = results.latency.get((s.name, "proxy"))
         for pct, limit in (("p50", TARGET_ADDED_P50_MS), ("p99", TARGET_ADDED_P99_MS)):
-            added = _diff(_ms(gateway["total_ms"], pct), _ms(direct["total_ms"], pct))
+            added = _added(gateway, direct, "total_ms", pct)
             rows.append(
                 [f"{s.name}: added {pct}", f"≤ {limit:g} ms",
                  _fmt(added, 3, " ms") + _reference(proxy, direct, "total_ms", pct),
                  verdict(added, limit)]
             )  # fmt: skip
         if s.stream:
-            added = _diff(_ms(gateway["ttfb_ms"], "p50"), _ms(direct["ttfb_ms"], "p50"))
+            added = _added(gateway, direct, "ttfb_ms", "p50")
             rows.append(
                 [f"{s.name}: added time to first event p50", f"≤ {TARGET_ADDED_TTFT_MS:g} ms",
                  _fmt(added, 3, " ms") + _reference(proxy, direct, "ttfb_ms", "p50"),
