@@ -150,9 +150,9 @@ class Gateway:
             settings.pricing.markup_percent,
         )
         self.generation = GenerationEndpoint(self.key_cache, self.usage, self.keys)
-        self.routers = RouterTable(RouterRepository(self.engine))
+        self.routers = RouterTable(RouterRepository(self.engine, self.writes))
         self.credentials = CredentialCache(
-            CredentialRepository(self.engine), keyring_from(settings)
+            CredentialRepository(self.engine, self.writes), keyring_from(settings)
         )
         served = served_models(settings, self.catalog)
         universe = chat_candidates(settings.providers, served, self.catalog)

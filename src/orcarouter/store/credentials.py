@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orcarouter.store.repositories import as_utc, utcnow
+from orcarouter.store.database import Transactions
+from orcarouter.store.repositories import as_utc, read_version, utcnow, version_query
 from orcarouter.store.schema import provider_credentials
 
 _table = provider_credentials
@@ -61,8 +62,12 @@ def _row(row: Any) -> CredentialRow:
 class CredentialRepository:
     """Provider credentials; reads of one workspace and writes are scoped to it."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writes: Transactions | None = None) -> None:
+        """``writes``: where ``version`` (polled every second) runs, shared with the other
+        repositories' background work; its own otherwise."""
         self._engine = engine
+        self._writes = writes or Transactions(engine)
+        self._version = version_query(_table)
 
     async def all(self) -> list[CredentialRow]:
         """Every credential of every workspace (the in-memory cache's load, the CLI list)."""
@@ -72,10 +77,7 @@ class CredentialRepository:
 
     async def version(self) -> tuple[int, datetime | None]:
         """How many credentials exist and the newest change: moves whenever the set changes."""
-        query = select(func.count(), func.max(_table.c.updated_at))
-        async with self._engine.connect() as conn:
-            found = (await conn.execute(query)).one()
-        return int(found[0] or 0), as_utc(found[1])
+        return await read_version(self._writes, self._version)
 
     async def list(self, workspace_id: str) -> list[CredentialRow]:
         """The workspace's credentials by provider id."""

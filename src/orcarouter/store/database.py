@@ -197,12 +197,14 @@ def _run_to_completion(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 class Transactions:
     """Runs a synchronous transaction body (SQLAlchemy Core on a ``Connection``) for the
-    background writers, in one hand-off per transaction.
+    background work, in one hand-off per transaction: the usage writer's writes, and the
+    once-a-second reads that keep keys, routers, credentials and balances current.
 
     On a SQLite file the body runs on a thread of its own over a plain ``sqlite3`` connection:
     aiosqlite hands every statement, cursor and commit to its thread and back (about 20 hand-offs
     for a 10-record batch with its charges), and each wakes the event loop and contends for the
-    GIL with it. Elsewhere (PostgreSQL, an in-memory SQLite that only the async engine's
+    GIL with it: a one-row ``SELECT`` cost 1.7 to 2.4 ms of CPU through aiosqlite once a second,
+    0.2 to 0.3 here. Elsewhere (PostgreSQL, an in-memory SQLite that only the async engine's
     connection can see) the body runs through the async engine (``run_sync``)."""
 
     def __init__(self, engine: AsyncEngine) -> None:

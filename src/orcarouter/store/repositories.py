@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     CursorResult,
     Dialect,
+    Select,
     Table,
     bindparam,
     func,
@@ -64,6 +65,21 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def version_query(table: Table) -> Select[int, Any]:
+    """How many rows ``table`` holds and its newest ``updated_at``: moves whenever its set of
+    rows changes (an insert, an update, a delete)."""
+    return select(func.count(), func.max(table.c.updated_at))
+
+
+async def read_version(
+    writes: Transactions, query: Select[int, Any]
+) -> tuple[int, datetime | None]:
+    """Run a ``version_query`` where the background work runs (``Transactions``): polled every
+    second by the in-memory tables, it must cost little."""
+    found = await writes.run(lambda conn: conn.execute(query).one())
+    return int(found[0] or 0), as_utc(found[1])
 
 
 def dialect_insert(engine: AsyncEngine, table: Table) -> postgresql.Insert | sqlite.Insert:
@@ -309,8 +325,9 @@ class WorkspaceRepository:
 
 
 class KeyRepository:
-    """API keys: hashes and metadata only. ``writes``: where ``touch`` (the usage writer's)
-    runs its transactions, shared with the other repositories the writer uses."""
+    """API keys: hashes and metadata only. ``writes``: where ``touch`` (the usage writer's) and
+    ``changed_since`` (the key cache's poll) run, shared with the other repositories' background
+    work."""
 
     def __init__(self, engine: AsyncEngine, writes: Transactions | None = None) -> None:
         self._engine = engine
@@ -343,8 +360,8 @@ class KeyRepository:
         )
         if since is not None:
             query = query.where(api_keys.c.updated_at >= since - CHANGES_LOOKBACK)
-        async with self._engine.connect() as conn:
-            return [key_row(r) for r in await conn.execute(query)]
+        # Polled every second: where the background work runs (see ``Transactions``).
+        return await self._writes.run(lambda conn: [key_row(r) for r in conn.execute(query)])
 
     async def list(self, workspace_id: str | None = None) -> list[KeyRow]:
         """Keys, oldest first, optionally of one workspace."""
@@ -402,6 +419,11 @@ class KeyRepository:
                 )
             )
             return int(count or 0)
+
+    async def close(self) -> None:
+        """Release what ``touch`` and ``changed_since`` hold (a SQLite connection and its
+        thread); a later call opens them again."""
+        await self._writes.close()
 
     async def touch(self, last_used: dict[str, datetime]) -> None:
         """Record when keys were last used (batched by the usage writer)."""

@@ -10,11 +10,12 @@ from types import MappingProxyType
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orcarouter.store.repositories import as_utc, utcnow
+from orcarouter.store.database import Transactions
+from orcarouter.store.repositories import as_utc, read_version, utcnow, version_query
 from orcarouter.store.schema import routers
 
 AUTO_ROUTER = "auto"
@@ -114,8 +115,12 @@ async def insert_auto_router(conn: AsyncConnection, workspace_id: str) -> None:
 class RouterRepository:
     """Routers; writes are scoped to one workspace."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, writes: Transactions | None = None) -> None:
+        """``writes``: where ``version`` (polled every second) runs, shared with the other
+        repositories' background work; its own otherwise."""
         self._engine = engine
+        self._writes = writes or Transactions(engine)
+        self._version = version_query(routers)
 
     async def all(self) -> list[RouterRow]:
         """Every router of every workspace (the in-memory table's load)."""
@@ -124,9 +129,7 @@ class RouterRepository:
 
     async def version(self) -> tuple[int, datetime | None]:
         """How many routers exist and the newest change: moves whenever the set changes."""
-        async with self._engine.connect() as conn:
-            found = (await conn.execute(select(func.count(), func.max(routers.c.updated_at)))).one()
-        return int(found[0] or 0), as_utc(found[1])
+        return await read_version(self._writes, self._version)
 
     async def list(self, workspace_id: str) -> list[RouterRow]:
         """The workspace's routers by name."""

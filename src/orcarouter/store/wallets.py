@@ -79,6 +79,12 @@ class WalletRepository:
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
         self._writes = writes or Transactions(engine)
+        self._balances = select(wallets.c.workspace_id, wallets.c.balance_micros)
+        self._caps = (
+            select(api_keys.c.id, api_keys.c.usd_cap_micros, key_spend.c.spent_micros)
+            .select_from(api_keys.outerjoin(key_spend, key_spend.c.key_id == api_keys.c.id))
+            .where(api_keys.c.usd_cap_micros.is_not(None), api_keys.c.status == "active")
+        )
         self._ledger = BulkUpsert(engine, ledger_entries, "request_id", ignore=True)
         spend = dialect_insert(engine, key_spend)
         self._spend = Prepared(
@@ -100,21 +106,21 @@ class WalletRepository:
         )
 
     async def balances(self) -> dict[str, int]:
-        """Every wallet's balance by workspace id."""
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(select(wallets.c.workspace_id, wallets.c.balance_micros))
-            return {row.workspace_id: int(row.balance_micros) for row in rows}
+        """Every wallet's balance by workspace id (polled every second, where the writes run)."""
+        query = self._balances
+        return await self._writes.run(
+            lambda conn: {row.workspace_id: int(row.balance_micros) for row in conn.execute(query)}
+        )
 
     async def caps(self) -> dict[str, tuple[int, int]]:
-        """(cap, lifetime spend) of every active key that has a USD cap."""
-        query = (
-            select(api_keys.c.id, api_keys.c.usd_cap_micros, key_spend.c.spent_micros)
-            .select_from(api_keys.outerjoin(key_spend, key_spend.c.key_id == api_keys.c.id))
-            .where(api_keys.c.usd_cap_micros.is_not(None), api_keys.c.status == "active")
+        """(cap, lifetime spend) of every active key that has a USD cap (polled every second)."""
+        query = self._caps
+        return await self._writes.run(
+            lambda conn: {
+                row.id: (int(row.usd_cap_micros), int(row.spent_micros or 0))
+                for row in conn.execute(query)
+            }
         )
-        async with self._engine.connect() as conn:
-            rows = await conn.execute(query)
-            return {row.id: (int(row.usd_cap_micros), int(row.spent_micros or 0)) for row in rows}
 
     async def balance(self, workspace_id: str) -> int | None:
         """One workspace's balance (None: it has no wallet)."""

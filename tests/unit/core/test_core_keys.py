@@ -267,6 +267,7 @@ async def test_an_unreachable_database_makes_the_cache_unhealthy_but_known_keys_
 
     directory, away = vanishing_dir
     await store.engine.dispose()
+    await store.keys.close()  # the key cache's polls run on the writes' own connection
     directory.rename(away)
     await cache.refresh()
     assert not cache.healthy
@@ -291,6 +292,7 @@ async def test_revocations_made_while_unreachable_apply_once_it_is_back(
     await cache.refresh()
     directory, away = vanishing_dir
     await store.engine.dispose()
+    await store.keys.close()  # the key cache's polls run on the writes' own connection
     directory.rename(away)
     await cache.refresh()
     assert not cache.healthy
