@@ -47,15 +47,26 @@ def cpu_seconds(pid: int) -> tuple[float, int]:
     return ticks / CLK_TCK, len(below)
 
 
-def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
-    """Per thread of ``pid``: its name and its utime+stime so far."""
-    out: dict[int, tuple[str, float]] = {}
+def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float, int, int]]:
+    """Per thread of ``pid``: its name, its utime+stime so far, and its voluntary and
+    involuntary context switches so far (each a wake-up or a preemption)."""
+    out: dict[int, tuple[str, float, int, int]] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError, ValueError, IndexError):
             raw = (task / "stat").read_text()
             name = raw[raw.index("(") + 1 : raw.rindex(")")]
             fields = raw[raw.rindex(")") + 2 :].split()
-            out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+            switches = dict(
+                line.split(":\t", 1)
+                for line in (task / "status").read_text().splitlines()
+                if line.endswith(tuple("0123456789")) and "ctxt_switches" in line
+            )
+            out[int(task.name)] = (
+                name,
+                (int(fields[11]) + int(fields[12])) / CLK_TCK,
+                int(switches.get("voluntary_ctxt_switches", 0)),
+                int(switches.get("nonvoluntary_ctxt_switches", 0)),
+            )
     return out
 
 

@@ -81,25 +81,29 @@ def _rows(items: Sequence[tuple[str, int]], total: int) -> list[str]:
 
 
 def _thread_rows(
-    before: dict[int, tuple[str, float]],
-    after: dict[int, tuple[str, float]],
+    before: dict[int, tuple[str, float, int, int]],
+    after: dict[int, tuple[str, float, int, int]],
     requests: int,
     main: int,
 ) -> list[str]:
-    """Each thread's CPU over the driven part, per request, busiest first (Python 3.11 does not
-    name its threads for the OS: the event loop's is the one whose id is the process's)."""
+    """Each thread's CPU and context switches (voluntary: it slept and was woken;
+    involuntary: preempted) over the driven part, per request, busiest first (Python 3.11 does
+    not name its threads for the OS: the event loop's is the one whose id is the process's)."""
+    per = max(requests, 1)
     spent = sorted(
         (
-            (seconds - before.get(tid, (name, 0.0))[1], tid, name)
-            for tid, (name, seconds) in after.items()
+            (seconds - old[1], woken - old[2], preempted - old[3], tid, name)
+            for tid, (name, seconds, woken, preempted) in after.items()
+            for old in [before.get(tid, (name, 0.0, 0, 0))]
         ),
         reverse=True,
     )
     return [
-        f"  {seconds * 1e6 / max(requests, 1):9,.1f} µs/req  "
+        f"  {seconds * 1e6 / per:9,.1f} µs/req  {woken / per:6.2f} wake-ups/req  "
+        f"{preempted / per:5.2f} preempted/req  "
         f"{'event loop' if tid == main else 'thread'} {tid} ({name})"
-        for seconds, tid, name in spent
-        if seconds > 0
+        for seconds, woken, preempted, tid, name in spent
+        if seconds > 0 or woken > 0
     ]
 
 

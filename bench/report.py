@@ -79,6 +79,13 @@ def _pair(a: float | None, b: float | None, digits: int = 3) -> str:
     return f"{_fmt(a, digits)} / {_fmt(b, digits)}"
 
 
+def _cpu_per_request(result: dict[str, Any] | None) -> float | None:
+    """A latency run's CPU µs per request sent (None without the run)."""
+    if result is None or not result["sent"]:
+        return None
+    return float(result["cpu_s"]) * 1e6 / float(result["sent"])
+
+
 def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else a - b
 
@@ -397,7 +404,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
             continue
         proxy = results.latency.get((s.name, "proxy"))
         dt, gt = direct["total_ms"], gateway["total_ms"]
-        cpu = float(gateway["cpu_s"]) * 1e6 / gateway["sent"] if gateway["sent"] else None
+        cpu = _cpu_per_request(gateway)
         rows.append(
             [
                 s.name,
@@ -409,7 +416,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
                 f"{_fmt(_ms(dt, 'max'), 2)} / {_fmt(_ms(gt, 'max'), 2)}",
                 f"{direct['ok']}/{direct['measured']} / {gateway['ok']}/{gateway['measured']}",
                 _pair(_ms(direct["lag_ms"], "p99"), _ms(gateway["lag_ms"], "p99")),
-                _fmt(cpu, 0),
+                _pair(cpu, _cpu_per_request(proxy), 0),
                 f"{_cores(direct, 1, busy=False)} / {_cores(gateway, 0, busy=False)} / "
                 f"{_cores(gateway, 1, busy=False)}",
             ]
@@ -431,7 +438,8 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
             "scenario", "direct p50 / p99 ms", "gateway p50 / p99 ms", "added p50 ms",
             "added p99 ms", "nginx proxy_pass added p50 / p99 ms", "max ms (direct / gateway)",
             "ok/measured (direct / gateway)",
-            "generator lag p99 ms (direct / gateway)", "gateway CPU µs/req at this rate",
+            "generator lag p99 ms (direct / gateway)",
+            "CPU µs/req at this rate (gateway / nginx proxy_pass)",
             "foreign CPU %: load core (direct) / gateway core / load core (gateway)",
         ],
         rows,
