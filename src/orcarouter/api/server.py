@@ -403,6 +403,10 @@ class Exchange:
                 self._fail()
         finally:
             self.on_gone = None
+            # The scope holds ``on_disconnect``, bound to this exchange: a cycle that would leave
+            # every request's exchange, scope and headers to the cyclic garbage collector (at
+            # 200 req/s, a collection of about 80 of them every half second, 0.6 ms each).
+            self.scope = {}
 
     def _fail(self) -> None:
         """The app failed: 500 while none of its response is on the wire, else cut it short.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import time
@@ -774,6 +775,35 @@ async def test_completed_response_never_reports_a_disconnect() -> None:
         assert called == []
         assert after == [{"type": "http.disconnect"}]
         release.set()
+
+
+async def test_served_requests_leave_no_garbage_for_the_cycle_collector() -> None:
+    """Each exchange, its scope and its headers are freed when the request ends, by reference
+    counting alone: the cyclic collector, whose pauses land inside requests, has nothing of
+    them to find."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        scope["extensions"][DISCONNECT_EXTENSION](lambda: None)
+        await read_all(receive)
+        await respond(send, b"ok")
+
+    def exchanges() -> int:
+        return sum(isinstance(o, server_module.Exchange) for o in gc.get_objects())
+
+    async with serving(app) as running, connection(running.port) as (reader, writer):
+        writer.write(get())  # warm: the connection and the server's own objects exist
+        assert (await read_response(reader)).status == 200
+        gc.collect()
+        gc.disable()
+        try:
+            before = exchanges()
+            for _ in range(50):
+                writer.write(get("/", "X-A: 1", "X-B: 2"))
+                assert (await read_response(reader)).status == 200
+            left = exchanges() - before
+        finally:
+            gc.enable()
+    assert left <= 1  # at most the connection's latest exchange, still its current one
 
 
 async def test_a_callback_registered_after_the_client_left_runs_at_once() -> None:
