@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from orcarouter.app import settle_heap
+from orcarouter.app import YOUNG_COLLECTION, settle_heap
 
 
 class _Node:
@@ -18,9 +18,11 @@ class _Node:
 
 @pytest.fixture
 def unfrozen() -> Iterator[None]:
+    thresholds = gc.get_threshold()
     gc.unfreeze()
     yield
     gc.unfreeze()
+    gc.set_threshold(*thresholds)
 
 
 @pytest.mark.usefixtures("unfrozen")
@@ -45,3 +47,18 @@ def test_objects_made_after_start_up_are_still_collected() -> None:
     gc.collect()
     assert dead() is None
     assert gc.get_freeze_count() == frozen
+
+
+@pytest.mark.usefixtures("unfrozen")
+def test_cycles_made_after_start_up_are_collected_without_asking() -> None:
+    """The young generation's threshold is raised, not removed: cyclic garbage piling up is
+    collected by the collector's own schedule, so memory stays bounded."""
+    settle_heap()
+    first = _Node()
+    first.other = first
+    dead = weakref.ref(first)
+    del first
+    for _ in range(2 * YOUNG_COLLECTION):  # new cycles, never collected by hand
+        node = _Node()
+        node.other = node
+    assert dead() is None
