@@ -12,7 +12,11 @@ replaces):
   and one keep-alive timer per connection that re-arms itself from the time of the last activity;
 - header checks are three byte searches and a ``translate``, not two regular expressions;
 - the ASGI extension ``orcarouter.on_disconnect`` lets a handler register a callback for the
-  client going away mid-response, instead of a task parked on ``receive()``.
+  client going away mid-response, instead of a task parked on ``receive()``;
+- a refusal, or a closing answer to a request whose bytes are still arriving, is followed by a
+  lingering close (see ``LINGER``): a client still sending would otherwise get a reset, and
+  most clients (the OpenAI and Anthropic SDKs, over httpx) then report a connection error and
+  retry, sending the whole body again.
 
 What it does not do: WebSocket or h2c upgrades (an ``Upgrade`` header is ignored and the request
 answered in HTTP/1.1), and proxy headers (``X-Forwarded-For`` is not trusted; the peer address is
@@ -42,6 +46,11 @@ HIGH_WATER = 64 * 1024  # request body bytes buffered before reading pauses
 COALESCE_LIMIT = 64 * 1024  # a body part this small is written in one piece with the head
 MAX_HEAD = 64 * 1024  # request line and headers
 BODY_TIMEOUT = 60.0  # seconds a request body may stall between reads (nginx's default)
+# A connection closed while the client may still be sending reads and drops what comes, so
+# that the client reads the answer instead of a reset (nginx's lingering close): until the client
+# closes, or LINGER seconds pass without a byte, or LINGER_MAX in all.
+LINGER = 5.0
+LINGER_MAX = 30.0
 
 
 def _status_line(code: int) -> bytes:
@@ -95,6 +104,7 @@ class ServerProtocol(asyncio.Protocol):
         self._in_head = False
         self._expect_continue = False
         self._parsing: Exchange | None = None
+        self._linger_until: float | None = None  # closing: reading only to drop, until then
 
     # --- the connection -------------------------------------------------------------------------
 
@@ -121,6 +131,8 @@ class ServerProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_active = self.loop.time()
+        if self._linger_until is not None:  # closing: what the client still sends is dropped
+            return
         if self._in_head:  # httptools holds a header until it ends: count what it holds
             self._head_bytes += len(data)
         try:
@@ -180,23 +192,55 @@ class ServerProtocol(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
 
+    def _linger(self) -> None:
+        """Close after the answer while the client may still be sending: end our side (FIN
+        after what is written), then read and drop until the client closes its side, or
+        ``LINGER`` seconds pass without a byte, or ``LINGER_MAX`` in all."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._linger_until is not None:
+            return
+        if not transport.can_write_eof():  # TLS: no half close
+            transport.close()
+            return
+        transport.write_eof()
+        now = self.loop.time()
+        self.last_active = now
+        self._linger_until = now + LINGER_MAX
+        transport.resume_reading()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        self.idle_timer = self.loop.call_at(now + LINGER, self._linger_check)
+
+    def _linger_check(self) -> None:
+        self.idle_timer = None
+        transport, until = self.transport, self._linger_until
+        if transport is None or transport.is_closing() or until is None:
+            return
+        due = min(self.last_active + LINGER, until)
+        if self.loop.time() >= due:
+            transport.close()
+            return
+        self.idle_timer = self.loop.call_at(due, self._linger_check)
+
     def _refuse(self, status: int, message: str) -> None:
         body = message.encode()
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        if self.current is None or self.current.complete:  # never inside another response
-            transport.write(
-                b"".join(
-                    (
-                        STATUS_LINES[status],
-                        b"content-type: text/plain; charset=utf-8\r\n",
-                        b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
-                        body,
-                    )
+        if self.current is not None and not self.current.complete:
+            transport.close()  # never inside another response: that one is cut short
+            return
+        transport.write(
+            b"".join(
+                (
+                    STATUS_LINES[status],
+                    b"content-type: text/plain; charset=utf-8\r\n",
+                    b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
+                    body,
                 )
             )
-        transport.close()
+        )
+        self._linger()  # the rest of what was refused may still be on its way
 
     # --- parser callbacks -------------------------------------------------------------------------
 
@@ -306,7 +350,10 @@ class ServerProtocol(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         if not exchange.keep_alive:
-            transport.close()
+            if exchange.more_body or self._parsing is not None or self.pipeline:
+                self._linger()  # request bytes are still coming
+            else:
+                transport.close()
             return
         self.last_active = self.loop.time()
         if self.pipeline:

@@ -593,6 +593,78 @@ async def test_head_under_64k_in_many_pieces_is_accepted() -> None:
         assert (await read_response(reader)).status == 200
 
 
+async def keep_sending(writer: asyncio.StreamWriter, size: int) -> None:
+    """What a client still uploading does after the answer came: it raises if the server
+    answered the bytes with a reset."""
+    for _ in range(size // 65536):
+        writer.write(b"z" * 65536)
+        await asyncio.wait_for(writer.drain(), TIMEOUT)
+
+
+async def test_a_refused_request_still_being_sent_gets_its_answer_not_a_reset() -> None:
+    """The head is refused while more of it is on its way: the server ends its side after the
+    431 and drops what still comes, so the client can send it all, then read the answer and
+    a clean end (an immediate close would answer those bytes with a reset)."""
+    async with serving(describe) as running, connection(running.port) as (reader, writer):
+        writer.write(get("/", "X-Big: " + "a" * 70_000))
+        await keep_sending(writer, 1024 * 1024)
+        response = await read_response(reader)
+        assert response.status == 431
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""  # a FIN, no reset
+        writer.write_eof()  # the client is done too: the server closes
+        await wait_for(lambda: not running.server.server_state.connections)
+
+
+async def test_a_closing_answer_to_a_body_still_arriving_lingers_until_the_client_is_done() -> None:
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await respond(send, b"too large", 413, (b"connection", b"close"))  # body never read
+
+    async with serving(app) as running, connection(running.port) as (reader, writer):
+        size = 4 * 1024 * 1024
+        writer.write(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % size)
+        response = await read_response(reader)
+        assert (response.status, response.body) == (413, b"too large")
+        assert response.header("connection") == "close"
+        await keep_sending(writer, size)
+        assert await asyncio.wait_for(reader.read(), TIMEOUT) == b""
+        assert running.server.server_state.connections  # still reading what the client sends
+        writer.close()
+        await wait_for(lambda: not running.server.server_state.connections)
+
+
+async def test_a_lingering_connection_closes_after_silence_or_at_its_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(server_module, "LINGER", 0.3)
+    monkeypatch.setattr(server_module, "LINGER_MAX", 1.0)
+    async with (
+        serving(describe) as running,
+        connection(running.port) as (silent_reader, silent_writer),
+        connection(running.port) as (chatty_reader, chatty_writer),
+    ):
+        silent_writer.write(b"\x16\x03\x01 not HTTP\r\n\r\n")
+        chatty_writer.write(b"\x16\x03\x01 not HTTP\r\n\r\n")
+        assert (await read_response(silent_reader)).status == 400
+        assert (await read_response(chatty_reader)).status == 400
+        started = time.monotonic()
+
+        async def chatter() -> None:  # a byte every 0.1 s: never silent for LINGER
+            while True:
+                chatty_writer.write(b"z")
+                await asyncio.sleep(0.1)
+
+        chatting = asyncio.create_task(chatter())
+        try:
+            await wait_for(lambda: len(running.server.server_state.connections) == 1)
+            assert time.monotonic() - started < 0.9  # the silent one, after LINGER
+            await wait_for(lambda: not running.server.server_state.connections)
+            assert time.monotonic() - started >= 0.9  # the chatty one, at LINGER_MAX
+        finally:
+            chatting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await chatting
+
+
 async def test_app_raising_before_the_response_gets_500_and_close() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         raise ValueError("boom")
