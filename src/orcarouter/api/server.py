@@ -105,6 +105,7 @@ class ServerProtocol(asyncio.Protocol):
         self._expect_continue = False
         self._parsing: Exchange | None = None
         self._linger_until: float | None = None  # closing: reading only to drop, until then
+        self._shutting_down = False  # no lingering then: the server waits for every connection
 
     # --- the connection -------------------------------------------------------------------------
 
@@ -159,6 +160,7 @@ class ServerProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Graceful shutdown (uvicorn): close when idle, else after the response in flight."""
+        self._shutting_down = True
         current = self.current
         if current is None or current.complete:
             self._close()
@@ -199,7 +201,7 @@ class ServerProtocol(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self._linger_until is not None:
             return
-        if not transport.can_write_eof():  # TLS: no half close
+        if self._shutting_down or not transport.can_write_eof():  # TLS: no half close
             transport.close()
             return
         transport.write_eof()

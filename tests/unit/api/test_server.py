@@ -996,7 +996,29 @@ async def test_graceful_shutdown_closes_idle_and_finishes_in_flight() -> None:
         await asyncio.wait_for(asyncio.shield(running.task), TIMEOUT)
 
 
-async def test_shutdown_before_the_response_starts_answers_with_connection_close() -> None:
+async def test_graceful_shutdown_does_not_wait_for_a_lingering_connection() -> None:
+    async with serving(describe) as running, connection(running.port) as (reader, writer):
+        writer.write(b"\x16\x03\x01 not HTTP\r\n\r\n")
+        assert (await read_response(reader)).status == 400
+        assert running.server.server_state.connections  # lingering: the client has not closed
+        started = time.monotonic()
+        running.server.should_exit = True
+        await asyncio.wait_for(asyncio.shield(running.task), TIMEOUT)
+        assert time.monotonic() - started < 2.0  # not LINGER's 5 s
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        get(),
+        # a body still arriving, never read: closed at once, not lingering as outside a shutdown
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\n\r\n" + b"z" * 1000,
+    ],
+    ids=["get", "upload still arriving"],
+)
+async def test_shutdown_before_the_response_starts_answers_with_connection_close(
+    request_bytes: bytes,
+) -> None:
     release = asyncio.Event()
     in_flight = asyncio.Event()
 
@@ -1006,15 +1028,18 @@ async def test_shutdown_before_the_response_starts_answers_with_connection_close
         await respond(send, b"late")
 
     async with serving(app) as running, connection(running.port) as (reader, writer):
-        writer.write(get())
+        writer.write(request_bytes)
         await asyncio.wait_for(in_flight.wait(), TIMEOUT)
         running.server.should_exit = True
         await asyncio.sleep(0.2)
+        started = time.monotonic()
         release.set()
         response = await read_response(reader)
         assert response.body == b"late"
         assert response.header("connection") == "close"
         await assert_closed(reader)
+        await asyncio.wait_for(asyncio.shield(running.task), TIMEOUT)
+        assert time.monotonic() - started < 2.0  # not LINGER's 5 s
 
 
 async def test_limit_concurrency_refuses_past_the_limit_with_503() -> None:
