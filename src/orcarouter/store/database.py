@@ -203,8 +203,10 @@ class Transactions:
     On a SQLite file the body runs on a thread of its own over a plain ``sqlite3`` connection:
     aiosqlite hands every statement, cursor and commit to its thread and back (about 20 hand-offs
     for a 10-record batch with its charges), and each wakes the event loop and contends for the
-    GIL with it: a one-row ``SELECT`` cost 1.7 to 2.4 ms of CPU through aiosqlite once a second,
-    0.2 to 0.3 here. Elsewhere (PostgreSQL, an in-memory SQLite that only the async engine's
+    GIL with it (a small ``SELECT`` made alone, as the once-a-second polls are: 1.7 to 2.4 ms of
+    CPU through aiosqlite, 1.0 to 1.2 here; back to back, 0.7 to 1.4 against 0.2 to 0.3). The
+    polls wait behind a writer's transaction: at most one, tens of milliseconds for a full
+    500-record batch. Elsewhere (PostgreSQL, an in-memory SQLite that only the async engine's
     connection can see) the body runs through the async engine (``run_sync``)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
