@@ -57,9 +57,9 @@ def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float, int, int]]:
             name = raw[raw.index("(") + 1 : raw.rindex(")")]
             fields = raw[raw.rindex(")") + 2 :].split()
             switches = dict(
-                line.split(":\t", 1)
+                line.split(":", 1)
                 for line in (task / "status").read_text().splitlines()
-                if line.endswith(tuple("0123456789")) and "ctxt_switches" in line
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"))
             )
             out[int(task.name)] = (
                 name,

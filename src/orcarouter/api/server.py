@@ -209,7 +209,7 @@ class ServerProtocol(asyncio.Protocol):
         self.last_active = now
         self._linger_until = now + LINGER_MAX
         transport.resume_reading()
-        if self.idle_timer is not None:
+        if self.idle_timer is not None:  # the keep-alive check gives way to the linger check
             self.idle_timer.cancel()
         self.idle_timer = self.loop.call_at(now + LINGER, self._linger_check)
 
