@@ -55,9 +55,10 @@ def frame_name(frame: str, lines: bool = False) -> str:
 
 
 def summarise(
-    raw: Path, top: int, lines: bool = False
+    raw: Path, top: int, lines: bool = False, thread: int | None = None
 ) -> tuple[int, list[tuple[str, int]], list[tuple[str, int]]]:
-    """Samples, the top functions by own (leaf) samples and by inclusive samples."""
+    """Samples, the top functions by own (leaf) samples and by inclusive samples; only those of
+    ``thread`` when given (stacks recorded with py-spy's ``--threads``)."""
     own: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
@@ -66,6 +67,11 @@ def summarise(
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
+        if stack.startswith("thread ("):  # "thread (TID): name;frames..."
+            tid, _, stack = stack[len("thread (") :].partition("):")
+            if thread is not None and int(tid) != thread:
+                continue
+            stack = stack.partition(";")[2]
         frames = [frame_name(f, lines) for f in stack.split(";") if f]  # outermost first
         if not frames:
             continue
@@ -120,9 +126,13 @@ def profile(
         "--rate", str(args.rate), "--duration", str(args.seconds), "--format", "raw",
         "--output", str(raw),
     ]  # fmt: skip
-    # Non-blocking: the gateway is never paused (a few stacks may be torn). Blocking mode
-    # slows it by half here and counts threads waiting in Python (aiosqlite's) as busy.
-    argv.append("--nonblocking")
+    # Non-blocking by default: the gateway is never paused, but a stack read while Python runs
+    # may be torn and dropped, so frames waiting in a system call are over-counted. Blocking
+    # mode (--blocking) pauses the gateway for each sample: slower, but no frame is favoured.
+    mode = "blocking, the event loop's thread only" if args.blocking else "non-blocking"
+    # Blocking mode counts threads parked in Python (the thread pool's) as busy: it samples only
+    # the event loop's thread.
+    argv.append("--threads" if args.blocking else "--nonblocking")
     b.wrk(scenario, target, opts.warmup)
     threads_before = procfs.thread_cpu_seconds(target.pid)
     spy = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -143,7 +153,7 @@ def profile(
     _, err = spy.communicate(timeout=args.seconds + 60)
     if spy.returncode != 0 or not raw.exists():
         raise RuntimeError(f"py-spy failed ({spy.returncode}): {err.decode(errors='replace')}")
-    total, own, inclusive = summarise(raw, args.top)
+    total, own, inclusive = summarise(raw, args.top, thread=target.pid if args.blocking else None)
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
         label = f"-{_slug(args.label)}" if args.label else ""
@@ -153,7 +163,7 @@ def profile(
         f"## {scenario.name}" + (f" ({args.label})" if args.label else ""),
         "",
         f"{driver}, gateway CPU {cpu_us:,.1f} µs/req while sampled, "
-        f"{errors} errors; py-spy {args.rate} Hz non-blocking, "
+        f"{errors} errors; py-spy {args.rate} Hz {mode}, "
         f"{total} samples of the gateway's threads (idle excluded)",
         "",
         "CPU by thread while driven (from /proc, not sampled):",
@@ -196,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--open-loop", action="store_true", help="drive at the latency run's fixed rate"
     )
 
+    parser.add_argument(
+        "--blocking", action="store_true", help="pause the gateway for each sample (unbiased)"
+    )
     parser.add_argument("--label", default="", help="a note for the headings, e.g. 'before'")
     parser.add_argument("--keep", type=Path, help="copy py-spy's raw stacks to this directory")
     args = parser.parse_args(argv)

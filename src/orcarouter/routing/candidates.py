@@ -28,7 +28,7 @@ class Candidate:
         return self.target.model_id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made for each model left out, and frozen triples the cost
 class Exclusion:
     """A model left out, the need it failed (``tools``, ``context``, …) and the detail."""
 

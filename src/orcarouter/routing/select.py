@@ -1,7 +1,8 @@
 """``orcarouter/{name}`` to an ordered candidate list, from memory: router, pool, filter, strategy.
 
 The pool of a router is every chat model an enabled provider serves that the router's
-allowed-model globs admit (computed once per router version); the filter drops what cannot
+allowed-model globs admit (computed once per router version, with its models' prices in effect
+and quality scores once a day); the filter drops what cannot
 serve this request or what the key may not use; the strategy orders the rest. The router's
 default model, when it can serve the request, is appended last as the safety net.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from orcarouter.catalog import Catalog, ModelInfo
@@ -25,7 +27,13 @@ from orcarouter.routing.decision import RouteDecision
 from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.resolve import ModelResolver, Target
 from orcarouter.routing.routers import RouterSpec, split_router_id
-from orcarouter.routing.strategies import STRATEGIES, LatencySource, Ranked, StrategyInput
+from orcarouter.routing.strategies import (
+    STRATEGIES,
+    DayFigures,
+    LatencySource,
+    Ranked,
+    StrategyInput,
+)
 from orcarouter.routing.table import RouterTable
 from orcarouter.settings import Provider
 
@@ -47,6 +55,16 @@ def chat_candidates(
             if info is not None and info.kind == "chat":
                 found.append(Candidate(Target(provider, model_id), info))
     return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class _Pool:
+    """A router's admitted candidates, and their figures on ``today``."""
+
+    router: RouterSpec
+    candidates: tuple[Candidate, ...]
+    today: date
+    day: DayFigures
 
 
 class RouteSelector:
@@ -72,7 +90,7 @@ class RouteSelector:
         self._rng = rng
         self._today = today
         self._live = live
-        self._pools: dict[tuple[str, str], tuple[RouterSpec, tuple[Candidate, ...]]] = {}
+        self._pools: dict[tuple[str, str], _Pool] = {}
 
     @staticmethod
     def is_router(model: str) -> bool:
@@ -94,8 +112,10 @@ class RouteSelector:
             raise ModelNotFound(f"router '{model}' does not exist in this workspace", param="model")
         if not router.enabled:
             raise ModelNotFound(f"router '{model}' is disabled", param="model")
-        kept, excluded = filter_candidates(self._pool(router), needs, allowed)
-        ctx = StrategyInput(needs, router, self._today(), self._latency, self._rng)
+        today = self._today()
+        pool = self._pool(router, today)
+        kept, excluded = filter_candidates(pool.candidates, needs, allowed)
+        ctx = StrategyInput(needs, router, today, self._latency, self._rng, pool.day)
         ranked = STRATEGIES[router.strategy](kept, ctx) if kept else []
         default = self._default(router, needs, allowed, ranked)
         if default is not None:
@@ -130,13 +150,16 @@ class RouteSelector:
                 )
         return healthy
 
-    def _pool(self, router: RouterSpec) -> tuple[Candidate, ...]:
+    def _pool(self, router: RouterSpec, today: date) -> _Pool:
+        """The models the router admits, with their figures for today (both kept until the
+        router changes, the figures until the day does)."""
         key = (router.workspace_id, router.name)
-        cached = self._pools.get(key)
-        if cached is not None and cached[0] is router:
-            return cached[1]
-        pool = tuple(c for c in self._universe if router.admits(c.model_id))
-        self._pools[key] = (router, pool)
+        pool = self._pools.get(key)
+        if pool is None or pool.router is not router:
+            admitted = tuple(c for c in self._universe if router.admits(c.model_id))
+            pool = self._pools[key] = _Pool(router, admitted, today, DayFigures())
+        elif pool.today != today:
+            pool = self._pools[key] = _Pool(router, pool.candidates, today, DayFigures())
         return pool
 
     def _default(

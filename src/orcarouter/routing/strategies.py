@@ -18,6 +18,12 @@ depends on dict or configuration order.
   follow, cheapest first.
 - ``weighted``: one weighted draw (the router's ``weights``; an empty map weighs all equally)
   picks the first; the rest follow by weight, then price. Zero-weight models are never drawn.
+
+A request through a router ranks every model its pool admits, which with a whole catalog behind
+it (three providers: about 80 chat models; with OpenRouter, about 450) is the largest per-request
+loop in the gateway. So a strategy works each candidate's cost out once, reads its day-long
+figures (price in effect, quality score) from ``DayFigures``, which the selector keeps per pool
+and day, and leaves the scores as figures, rendered to text only for the few that are recorded.
 """
 
 from __future__ import annotations
@@ -25,18 +31,19 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
-from orcarouter.catalog import ModelInfo
+from orcarouter.catalog import ModelInfo, Price
 from orcarouter.routing.candidates import Candidate
 from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.routers import RouterSpec, glob_matches
 
 MILLION = Decimal(1_000_000)
+MICRO = Decimal("0.000001")
 
 
 class LatencyFigures(Protocol):
@@ -63,14 +70,77 @@ class StrategyInput:
     today: date
     latency: LatencySource | None = None
     rng: random.Random | None = None
+    day: DayFigures = field(default_factory=lambda: DayFigures())  # for ``router`` on ``today``
 
 
-@dataclass(frozen=True, slots=True)
+Rate = tuple[Price, float, float]  # a price and its input and output rates as floats
+
+
+class DayFigures:
+    """Figures of a router's candidates that hold for a day: the price in effect and the
+    quality score (the router's override, else the heuristic), each worked out once.
+
+    Keyed by model id: one instance serves one router (its overrides) on one day, which the
+    selector ensures by keeping one per pool and replacing it when the day or router changes.
+    """
+
+    __slots__ = ("_qualities", "_rates")
+
+    def __init__(self) -> None:
+        self._rates: dict[str, Rate | None] = {}
+        self._qualities: dict[str, int] = {}
+
+    def rate(self, candidate: Candidate, today: date) -> Rate | None:
+        """The candidate's catalog price in effect today, None when it has none."""
+        key = candidate.model_id
+        try:
+            return self._rates[key]
+        except KeyError:
+            price = candidate.info.price_at(today)
+            rate = None if price is None else (price, float(price.input), float(price.output))
+            self._rates[key] = rate
+            return rate
+
+    def quality(self, candidate: Candidate, ctx: StrategyInput) -> int:
+        """The router's quality override for the candidate, else the catalog heuristic."""
+        key = candidate.model_id
+        try:
+            return self._qualities[key]
+        except KeyError:
+            override = _first_match(ctx.router.quality_scores, key)
+            score = override if override is not None else quality_score(candidate.info, ctx.today)
+            self._qualities[key] = score
+            return score
+
+
+class Usd:
+    """A request's expected cost as the record shows it: in USD to the micro-dollar, or
+    ``unpriced``; worked out exactly (``Decimal``) only when rendered."""
+
+    __slots__ = ("needs", "price")
+
+    def __init__(self, price: Price | None, needs: RequestNeeds) -> None:
+        self.price = price
+        self.needs = needs
+
+    def __format__(self, spec: str) -> str:
+        price = self.price
+        return "unpriced" if price is None else f"${_usd(price, self.needs).quantize(MICRO)}"
+
+
+@dataclass(slots=True)  # not frozen: made once per candidate, and frozen costs 3x
 class Ranked:
-    """A candidate in its place, with the score the strategy gave it (for the record)."""
+    """A candidate in its place, with the figures the strategy placed it by: ``score`` renders
+    them into ``template`` for the record (only the recorded few ever are)."""
 
     candidate: Candidate
-    score: str
+    template: str
+    figures: tuple[object, ...] = ()
+
+    @property
+    def score(self) -> str:
+        """The score as text, e.g. ``$0.000120`` or ``quality 72 >= bar 60, $0.000120``."""
+        return self.template.format(*self.figures) if self.figures else self.template
 
 
 Strategy = Callable[[Sequence[Candidate], StrategyInput], list[Ranked]]
@@ -81,24 +151,50 @@ def expected_cost(info: ModelInfo, needs: RequestNeeds, today: date) -> Decimal 
     price = info.price_at(today)
     if price is None:
         return None
-    price = price.for_input_tokens(needs.prompt_tokens)
-    total = price.input * needs.prompt_tokens + price.output * needs.expected_output_tokens
-    return total / MILLION
+    return _usd(price.for_input_tokens(needs.prompt_tokens), needs)
 
 
-def _usd(value: Decimal | None) -> str:
-    return "unpriced" if value is None else f"${value.quantize(Decimal('0.000001'))}"
+def _usd(price: Price, needs: RequestNeeds) -> Decimal:
+    """The expected cost at this price (its tier already chosen), exactly."""
+    return (
+        price.input * needs.prompt_tokens + price.output * needs.expected_output_tokens
+    ) / MILLION
 
 
-def _cost_key(candidate: Candidate, ctx: StrategyInput) -> tuple[bool, Decimal, str]:
-    cost = expected_cost(candidate.info, ctx.needs, ctx.today)
-    return (cost is None, cost if cost is not None else Decimal(0), candidate.model_id)
+CostKey = tuple[bool, float, str]  # cheapest first, unpriced last, ties by model id
+
+
+def _costed(
+    candidates: Sequence[Candidate], ctx: StrategyInput
+) -> list[tuple[CostKey, Price | None, Candidate]]:
+    """Each candidate with its place in price order and the price (tier resolved) it was
+    placed by. The order compares floats (micro-USD), the record renders the exact cost."""
+    needs, today, rate_of = ctx.needs, ctx.today, ctx.day.rate
+    prompt, output = needs.prompt_tokens, needs.expected_output_tokens
+    found: list[tuple[CostKey, Price | None, Candidate]] = []
+    for c in candidates:
+        rate = rate_of(c, today)
+        if rate is None:
+            found.append(((True, 0.0, c.model_id), None, c))
+            continue
+        price, per_input, per_output = rate
+        if price.tiers:
+            price = price.for_input_tokens(prompt)
+            per_input, per_output = float(price.input), float(price.output)
+        found.append(((False, per_input * prompt + per_output * output, c.model_id), price, c))
+    return found
+
+
+def _first(item: tuple[Any, ...]) -> Any:
+    return item[0]
 
 
 def cheapest(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
     """Lowest expected cost first."""
-    ordered = sorted(candidates, key=lambda c: _cost_key(c, ctx))
-    return [Ranked(c, _usd(expected_cost(c.info, ctx.needs, ctx.today))) for c in ordered]
+    costed = _costed(candidates, ctx)
+    costed.sort(key=_first)
+    needs = ctx.needs
+    return [Ranked(c, "{}", (Usd(price, needs),)) for _, price, c in costed]
 
 
 def _year(release_date: str | None) -> float | None:
@@ -146,31 +242,28 @@ def _first_match(entries: Mapping[str, int], model_id: str) -> int | None:
     return None
 
 
-def quality_of(candidate: Candidate, ctx: StrategyInput) -> int:
-    """The router's override for this model, else the catalog heuristic."""
-    override = _first_match(ctx.router.quality_scores, candidate.model_id)
-    return override if override is not None else quality_score(candidate.info, ctx.today)
-
-
 def quality(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
     """Highest quality first; cheaper first among equals."""
-    scored = [(quality_of(c, ctx), c) for c in candidates]
-    scored.sort(key=lambda pair: (-pair[0], _cost_key(pair[1], ctx)))
-    return [Ranked(c, f"quality {q}") for q, c in scored]
+    quality_of = ctx.day.quality
+    scored = [((-quality_of(c, ctx), key), c) for key, _, c in _costed(candidates, ctx)]
+    scored.sort(key=_first)
+    return [Ranked(c, "quality {}", (-key[0],)) for key, c in scored]
 
 
 def balanced(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
     """The cheapest that meet the bar first, then the rest by quality."""
     bar = ctx.router.bar
-    scored = [(quality_of(c, ctx), c) for c in candidates]
-    meeting = sorted((p for p in scored if p[0] >= bar), key=lambda p: _cost_key(p[1], ctx))
-    below = sorted((p for p in scored if p[0] < bar), key=lambda p: (-p[0], _cost_key(p[1], ctx)))
-    ranked = []
-    for q, c in meeting + below:
-        cost = _usd(expected_cost(c.info, ctx.needs, ctx.today))
-        mark = ">=" if q >= bar else "<"
-        ranked.append(Ranked(c, f"quality {q} {mark} bar {bar}, {cost}"))
-    return ranked
+    quality_of = ctx.day.quality
+    needs = ctx.needs
+    scored = [(quality_of(c, ctx), key, price, c) for key, price, c in _costed(candidates, ctx)]
+    meeting = sorted((t for t in scored if t[0] >= bar), key=lambda t: t[1])
+    below = sorted((t for t in scored if t[0] < bar), key=lambda t: (-t[0], t[1]))
+    return [
+        Ranked(
+            c, "quality {} {} bar {}, {}", (q, ">=" if q >= bar else "<", bar, Usd(price, needs))
+        )
+        for q, _, price, c in meeting + below
+    ]
 
 
 def _expected_ms(candidate: Candidate, ctx: StrategyInput) -> float | None:
@@ -192,9 +285,9 @@ def fastest(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]
     known = sorted(
         ((ms, c) for ms, c in timed if ms is not None), key=lambda p: (p[0], p[1].model_id)
     )
-    unknown = sorted((c for ms, c in timed if ms is None), key=lambda c: _cost_key(c, ctx))
-    ranked = [Ranked(c, f"~{round(ms)} ms expected") for ms, c in known]
-    return ranked + [Ranked(c, "not observed yet") for c in unknown]
+    unknown = sorted(_costed([c for ms, c in timed if ms is None], ctx), key=_first)
+    ranked = [Ranked(c, "~{} ms expected", (round(ms),)) for ms, c in known]
+    return ranked + [Ranked(c, "not observed yet") for _, _, c in unknown]
 
 
 def priority(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
@@ -207,22 +300,23 @@ def priority(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked
                 return index
         return len(entries)
 
-    ordered = sorted(candidates, key=lambda c: (position(c), _cost_key(c, ctx)))
-    ranked = []
-    for candidate in ordered:
-        place = position(candidate)
-        label = f"priority {place + 1}" if place < len(entries) else "unlisted"
-        ranked.append(Ranked(candidate, label))
-    return ranked
+    placed = [((position(c), key), c) for key, _, c in _costed(candidates, ctx)]
+    placed.sort(key=_first)
+    return [
+        Ranked(c, "priority {}", (place + 1,)) if place < len(entries) else Ranked(c, "unlisted")
+        for (place, _), c in placed
+    ]
 
 
 def weighted(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
     """A weighted draw picks the first; the rest by weight, then price."""
     weights = ctx.router.weights
-    weighed = [
-        (1 if not weights else (_first_match(weights, c.model_id) or 0), c) for c in candidates
+    keyed = [
+        ((-(1 if not weights else (_first_match(weights, c.model_id) or 0)), key), c)
+        for key, _, c in _costed(candidates, ctx)
     ]
-    weighed.sort(key=lambda p: (-p[0], _cost_key(p[1], ctx)))
+    keyed.sort(key=_first)
+    weighed = [(-key[0], c) for key, c in keyed]
     drawable = [(w, c) for w, c in weighed if w > 0]
     if drawable:
         rng = ctx.rng or random.Random()  # noqa: S311 - load splitting, not security
@@ -233,7 +327,7 @@ def weighted(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked
                 weighed.remove(drawable[index])
                 weighed.insert(0, drawable[index])
                 break
-    return [Ranked(c, f"weight {w}") for w, c in weighed]
+    return [Ranked(c, "weight {}", (w,)) for w, c in weighed]
 
 
 STRATEGIES: Mapping[str, Strategy] = MappingProxyType(

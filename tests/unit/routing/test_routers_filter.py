@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from orcarouter.catalog import Price
 from orcarouter.errors import ModelNotFound
 from orcarouter.routing.candidates import filter_candidates
 from orcarouter.routing.decision import RouteDecision
@@ -15,7 +18,7 @@ from orcarouter.routing.needs import BYTES_PER_TOKEN, TOKENS_PER_IMAGE, RequestN
 from orcarouter.routing.routers import RouterError, RouterSpec, check_fields, check_name
 from orcarouter.routing.select import NoCandidate, RouteSelector
 from orcarouter.routing.table import RouterTable
-from tests.unit.routing.routers_support import candidates, model, spec, world
+from tests.unit.routing.routers_support import TODAY, candidates, model, spec, world
 
 NO_TOOLS = frozenset({"streaming", "vision"})
 
@@ -173,12 +176,38 @@ class _NoSource:
 
 
 def _selector(
-    routers: Sequence[RouterSpec], *infos: object, live: Callable[[str], bool] | None = None
+    routers: Sequence[RouterSpec],
+    *infos: object,
+    live: Callable[[str], bool] | None = None,
 ) -> RouteSelector:
     catalog, resolver, pool = world(*infos)  # type: ignore[arg-type]
     table = RouterTable(_NoSource())  # type: ignore[arg-type]
     table.replace(routers)
     return RouteSelector(table, pool, resolver, catalog, live=live)
+
+
+def test_selector_reprices_and_rescores_when_the_day_or_the_router_changes() -> None:
+    # The pool's prices and quality scores are worked out once a day per router version: a
+    # price taking effect tomorrow must rank tomorrow, and a router edited mid-day re-scores.
+    rival = model("rival", "5")
+    tomorrow = TODAY + timedelta(days=1)
+    rival = replace(rival, prices=(*rival.prices, Price(tomorrow, Decimal("0.01"), Decimal(0))))
+    catalog, resolver, pool = world(model("steady", "1"), rival)
+    table = RouterTable(_NoSource())  # type: ignore[arg-type]
+    table.replace([spec(name="auto")])
+    day = [TODAY]
+    selector = RouteSelector(table, pool, resolver, catalog, today=lambda: day[0])
+    assert _route(selector, "ws", "orcarouter/auto", _chat(), 10).chosen.model_id == "p/steady"
+    day[0] = tomorrow
+    decision = _route(selector, "ws", "orcarouter/auto", _chat(), 10)
+    assert decision.chosen.model_id == "p/rival"
+    assert decision.ranked[0].score == "$0.000000"  # a few prompt tokens at $0.01 / M, no output
+
+    by_quality = spec(name="auto", strategy="quality", quality_scores={"p/steady": 90})
+    table.replace([by_quality])
+    assert _route(selector, "ws", "orcarouter/auto", _chat(), 10).chosen.model_id == "p/steady"
+    table.replace([replace(by_quality, quality_scores={"p/rival": 95})])
+    assert _route(selector, "ws", "orcarouter/auto", _chat(), 10).chosen.model_id == "p/rival"
 
 
 def test_selector_leaves_out_unhealthy_targets_unless_none_is_left() -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from dataclasses import replace
 from decimal import Decimal
 
+from orcarouter.catalog import PriceTier
 from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.strategies import (
     Ranked,
@@ -57,6 +59,27 @@ def test_cheapest_prices_the_expected_token_mix() -> None:
     assert _order(cheapest(pool, _ctx(needs=long_prompt))) == ["p/reader", "p/writer"]
     assert _order(cheapest(pool, _ctx(needs=long_answer))) == ["p/writer", "p/reader"]
     assert expected_cost(reader, long_prompt, TODAY) == Decimal("0.011")
+
+
+def test_cheapest_resolves_price_tiers_for_this_request_and_records_the_exact_cost() -> None:
+    # Long prompts cost more per token on a tiered model: cheapest for a short prompt, dearest
+    # for a long one; the score is the exact expected cost of the tier that applies.
+    base = model("tiered", "1", "2")
+    tiered = replace(
+        base,
+        prices=(replace(base.prices[0], tiers=(PriceTier(1000, Decimal(9), Decimal(18)),)),),
+    )
+    flat = model("flat", "3", "6")
+    pool = candidates(tiered, flat)
+    short = RequestNeeds(prompt_tokens=1000, max_tokens=100)
+    long = RequestNeeds(prompt_tokens=1001, max_tokens=100)
+    ranked = cheapest(pool, _ctx(needs=short))
+    assert _order(ranked) == ["p/tiered", "p/flat"]
+    assert [r.score for r in ranked] == ["$0.001200", "$0.003600"]  # 1000 x 1 + 100 x 2, ...
+    ranked = cheapest(pool, _ctx(needs=long))
+    assert _order(ranked) == ["p/flat", "p/tiered"]
+    assert [r.score for r in ranked] == ["$0.003603", "$0.010809"]  # 1001 x 9 + 100 x 18
+    assert expected_cost(tiered, long, TODAY) == Decimal("0.010809")
 
 
 def test_cheapest_puts_unpriced_models_last_and_breaks_ties_by_id() -> None:
