@@ -156,7 +156,9 @@ class RouteSelector:
         key = (router.workspace_id, router.name)
         pool = self._pools.get(key)
         if pool is None or pool.router is not router:
-            admitted = tuple(c for c in self._universe if router.admits(c.model_id))
+            admitted = tuple(  # in model-id order, which strategies sort into at no cost
+                sorted((c for c in self._universe if router.admits(c.model_id)), key=_by_id)
+            )
             pool = self._pools[key] = _Pool(router, admitted, today, DayFigures())
         elif pool.today != today:
             pool = self._pools[key] = _Pool(router, pool.candidates, today, DayFigures())
@@ -183,6 +185,10 @@ class RouteSelector:
         if unmet_need(info, needs) is not None:
             return None
         return Candidate(target, info)
+
+
+def _by_id(candidate: Candidate) -> str:
+    return candidate.model_id
 
 
 def _unknown(target: Target) -> ModelInfo:

@@ -21,9 +21,11 @@ depends on dict or configuration order.
 
 A request through a router ranks every model its pool admits, which with a whole catalog behind
 it (three providers: about 80 chat models; with OpenRouter, about 450) is the largest per-request
-loop in the gateway. So a strategy works each candidate's cost out once, reads its day-long
-figures (price in effect, quality score) from ``DayFigures``, which the selector keeps per pool
-and day, and leaves the scores as figures, rendered to text only for the few that are recorded.
+loop in the gateway. So a strategy works each candidate's cost out once, as a float, reads its
+day-long figures (price in effect, quality score) from ``DayFigures``, which the selector keeps
+per pool and day, and leaves the scores as figures, rendered to text only for the few that are
+recorded. Ties need no string comparisons: candidates are put in model-id order first (linear,
+as the selector's pool already is), and every sort after that is stable on a single number.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -161,27 +164,30 @@ def _usd(price: Price, needs: RequestNeeds) -> Decimal:
     ) / MILLION
 
 
-CostKey = tuple[bool, float, str]  # cheapest first, unpriced last, ties by model id
+Costed = tuple[float, Price | None, Candidate]  # micro-USD (inf: unpriced), price, candidate
+_BY_ID = attrgetter("target.model_id")
+_UNPRICED = math.inf
 
 
-def _costed(
-    candidates: Sequence[Candidate], ctx: StrategyInput
-) -> list[tuple[CostKey, Price | None, Candidate]]:
-    """Each candidate with its place in price order and the price (tier resolved) it was
-    placed by. The order compares floats (micro-USD), the record renders the exact cost."""
+def _by_cost(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Costed]:
+    """The candidates cheapest first (unpriced last, ties by model id), each with its expected
+    cost and the price (tier resolved) it was placed by. The order compares floats; the record
+    renders the exact cost from the price. The sorts that follow are stable, so they keep this
+    order among their own ties."""
     needs, today, rate_of = ctx.needs, ctx.today, ctx.day.rate
     prompt, output = needs.prompt_tokens, needs.expected_output_tokens
-    found: list[tuple[CostKey, Price | None, Candidate]] = []
-    for c in candidates:
+    found: list[Costed] = []
+    for c in sorted(candidates, key=_BY_ID):  # in id order already from the selector: linear
         rate = rate_of(c, today)
         if rate is None:
-            found.append(((True, 0.0, c.model_id), None, c))
+            found.append((_UNPRICED, None, c))
             continue
         price, per_input, per_output = rate
         if price.tiers:
             price = price.for_input_tokens(prompt)
             per_input, per_output = float(price.input), float(price.output)
-        found.append(((False, per_input * prompt + per_output * output, c.model_id), price, c))
+        found.append((per_input * prompt + per_output * output, price, c))
+    found.sort(key=_first)
     return found
 
 
@@ -189,12 +195,14 @@ def _first(item: tuple[Any, ...]) -> Any:
     return item[0]
 
 
+def _first_descending(item: tuple[Any, ...]) -> Any:
+    return -item[0]
+
+
 def cheapest(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
     """Lowest expected cost first."""
-    costed = _costed(candidates, ctx)
-    costed.sort(key=_first)
     needs = ctx.needs
-    return [Ranked(c, "{}", (Usd(price, needs),)) for _, price, c in costed]
+    return [Ranked(c, "{}", (Usd(price, needs),)) for _, price, c in _by_cost(candidates, ctx)]
 
 
 def _year(release_date: str | None) -> float | None:
@@ -245,9 +253,9 @@ def _first_match(entries: Mapping[str, int], model_id: str) -> int | None:
 def quality(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
     """Highest quality first; cheaper first among equals."""
     quality_of = ctx.day.quality
-    scored = [((-quality_of(c, ctx), key), c) for key, _, c in _costed(candidates, ctx)]
-    scored.sort(key=_first)
-    return [Ranked(c, "quality {}", (-key[0],)) for key, c in scored]
+    scored = [(quality_of(c, ctx), c) for _, _, c in _by_cost(candidates, ctx)]
+    scored.sort(key=_first_descending)
+    return [Ranked(c, "quality {}", (q,)) for q, c in scored]
 
 
 def balanced(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
@@ -255,14 +263,14 @@ def balanced(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked
     bar = ctx.router.bar
     quality_of = ctx.day.quality
     needs = ctx.needs
-    scored = [(quality_of(c, ctx), key, price, c) for key, price, c in _costed(candidates, ctx)]
-    meeting = sorted((t for t in scored if t[0] >= bar), key=lambda t: t[1])
-    below = sorted((t for t in scored if t[0] < bar), key=lambda t: (-t[0], t[1]))
+    scored = [(quality_of(c, ctx), price, c) for _, price, c in _by_cost(candidates, ctx)]
+    meeting = [t for t in scored if t[0] >= bar]
+    below = sorted((t for t in scored if t[0] < bar), key=_first_descending)
     return [
         Ranked(
             c, "quality {} {} bar {}, {}", (q, ">=" if q >= bar else "<", bar, Usd(price, needs))
         )
-        for q, _, price, c in meeting + below
+        for q, price, c in meeting + below
     ]
 
 
@@ -285,7 +293,7 @@ def fastest(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]
     known = sorted(
         ((ms, c) for ms, c in timed if ms is not None), key=lambda p: (p[0], p[1].model_id)
     )
-    unknown = sorted(_costed([c for ms, c in timed if ms is None], ctx), key=_first)
+    unknown = _by_cost([c for ms, c in timed if ms is None], ctx)
     ranked = [Ranked(c, "~{} ms expected", (round(ms),)) for ms, c in known]
     return ranked + [Ranked(c, "not observed yet") for _, _, c in unknown]
 
@@ -300,23 +308,22 @@ def priority(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked
                 return index
         return len(entries)
 
-    placed = [((position(c), key), c) for key, _, c in _costed(candidates, ctx)]
+    placed = [(position(c), c) for _, _, c in _by_cost(candidates, ctx)]
     placed.sort(key=_first)
     return [
         Ranked(c, "priority {}", (place + 1,)) if place < len(entries) else Ranked(c, "unlisted")
-        for (place, _), c in placed
+        for place, c in placed
     ]
 
 
 def weighted(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
     """A weighted draw picks the first; the rest by weight, then price."""
     weights = ctx.router.weights
-    keyed = [
-        ((-(1 if not weights else (_first_match(weights, c.model_id) or 0)), key), c)
-        for key, _, c in _costed(candidates, ctx)
+    weighed = [
+        (1 if not weights else (_first_match(weights, c.model_id) or 0), c)
+        for _, _, c in _by_cost(candidates, ctx)
     ]
-    keyed.sort(key=_first)
-    weighed = [(-key[0], c) for key, c in keyed]
+    weighed.sort(key=_first_descending)
     drawable = [(w, c) for w, c in weighed if w > 0]
     if drawable:
         rng = ctx.rng or random.Random()  # noqa: S311 - load splitting, not security
