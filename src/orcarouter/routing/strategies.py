@@ -139,11 +139,15 @@ class Ranked:
     candidate: Candidate
     template: str
     figures: tuple[object, ...] = ()
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def score(self) -> str:
-        """The score as text, e.g. ``$0.000120`` or ``quality 72 >= bar 60, $0.000120``."""
-        return self.template.format(*self.figures) if self.figures else self.template
+        """The score as text, e.g. ``$0.000120`` or ``quality 72 >= bar 60, $0.000120``
+        (rendered once: the header and the record both show the first)."""
+        if self._text is None:
+            self._text = self.template.format(*self.figures) if self.figures else self.template
+        return self._text
 
 
 Strategy = Callable[[Sequence[Candidate], StrategyInput], list[Ranked]]
