@@ -644,6 +644,7 @@ class Results:
     workers: dict[int, WorkersRun] = field(default_factory=dict)  # by worker count
     soak: list[SoakStep] = field(default_factory=list)
     soak_step_s: int = 0
+    routing: str = ""  # bench/routing.py's table, or why it is missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -774,6 +775,7 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
         if opts.workers > 1:
             for count in (1, opts.workers):
                 results.workers[count] = measure_workers(bench, config, count, stamp)
+        results.routing = routing_table(opts.gateway_cpu)
     finally:
         services.stop_all()
         results.wall_s = time.monotonic() - began
@@ -788,6 +790,25 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
     out = RESULTS / f"report-{stamp}.md"
     out.write_text(text)
     return results, out
+
+
+ROUTING_POOLS = ("openai,anthropic,google", "openai,anthropic,google,openrouter,mistral,groq")
+
+
+def routing_table(cpu: int) -> str:
+    """``routing.py``'s table for two catalog-sized pools, run on the gateway's core (the
+    scenarios' one-model providers keep their own router pool at five models)."""
+    log("routing: bench/routing.py, in-process")
+    env = {**os.environ}
+    if os.environ.get("BENCH_GATEWAY_SRC"):
+        env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
+    argv = ["taskset", "-c", str(cpu), sys.executable, str(REPO / "bench" / "routing.py")]
+    for pool in ROUTING_POOLS:
+        argv += ["--providers", pool]
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        return f"routing.py failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
+    return done.stdout.strip()
 
 
 SOAK_STEP_S = 20

@@ -473,6 +473,19 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
         f"Child processes of the gateway at the end: {results.descendants}.",
     ]
 
+    if results.routing:
+        out += [
+            "",
+            "## Routing by pool size (in-process)",
+            "",
+            "CPU µs per request through `orcarouter/auto` for the decision, its usage-record JSON "
+            "and its response header, from `bench/routing.py` on the gateway's core. The pools are "
+            "what providers that list no models serve (their whole entry in the shipped catalog); "
+            "the scenarios above give each provider one model, so their router pool is small.",
+            "",
+            results.routing,
+        ]
+
     # Targets
     out += _targets(results, bench)
 
