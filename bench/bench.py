@@ -792,6 +792,14 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
     return results, out
 
 
+def with_gateway_src(env: dict[str, str]) -> dict[str, str]:
+    """``env`` for running the gateway's code: from another checkout's ``src`` when
+    ``BENCH_GATEWAY_SRC`` names one (A/B runs), else the project's install."""
+    if os.environ.get("BENCH_GATEWAY_SRC"):
+        env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
+    return env
+
+
 ROUTING_POOLS = ("openai,anthropic,google", "openai,anthropic,google,openrouter,mistral,groq")
 
 
@@ -799,9 +807,7 @@ def routing_table(cpu: int) -> str:
     """``routing.py``'s table for two catalog-sized pools, run on the gateway's core (the
     scenarios' one-model providers keep their own router pool at five models)."""
     log("routing: bench/routing.py, in-process")
-    env = {**os.environ}
-    if os.environ.get("BENCH_GATEWAY_SRC"):
-        env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
+    env = with_gateway_src({**os.environ})
     argv = ["taskset", "-c", str(cpu), sys.executable, str(REPO / "bench" / "routing.py")]
     for pool in ROUTING_POOLS:
         argv += ["--providers", pool]
@@ -872,8 +878,7 @@ def start_gateway(
         "ORCAROUTER_ACCESS_LOG": "false",
         "BENCH_UPSTREAM_KEY": UPSTREAM_KEY,
     }
-    if os.environ.get("BENCH_GATEWAY_SRC"):  # benchmark another checkout's src/ (A/B)
-        env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
+    with_gateway_src(env)
     shown_env = {**env, "ORCAROUTER_ADMIN_KEY": "sk-orca-<random per run>"}
     del shown_env["PATH"], shown_env["HOME"], shown_env["LANG"]
     argv = [

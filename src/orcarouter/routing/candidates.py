@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 from orcarouter.catalog import ModelInfo
 from orcarouter.routing.needs import RequestNeeds
@@ -26,6 +27,9 @@ class Candidate:
     def model_id(self) -> str:
         """``provider/model``."""
         return self.target.model_id
+
+
+BY_MODEL_ID: Callable[[Candidate], str] = attrgetter("target.model_id")  # a sort key, in C
 
 
 @dataclass(slots=True)  # not frozen: made for each model left out, and frozen triples the cost

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime
 from orcarouter.catalog import Catalog, ModelInfo
 from orcarouter.errors import InvalidRequest, ModelNotFound
 from orcarouter.routing.candidates import (
+    BY_MODEL_ID,
     Candidate,
     Exclusion,
     describe_missing,
@@ -157,7 +158,7 @@ class RouteSelector:
         pool = self._pools.get(key)
         if pool is None or pool.router is not router:
             admitted = tuple(  # in model-id order, which strategies sort into at no cost
-                sorted((c for c in self._universe if router.admits(c.model_id)), key=_by_id)
+                sorted((c for c in self._universe if router.admits(c.model_id)), key=BY_MODEL_ID)
             )
             pool = self._pools[key] = _Pool(router, admitted, today, DayFigures())
         elif pool.today != today:
@@ -185,10 +186,6 @@ class RouteSelector:
         if unmet_need(info, needs) is not None:
             return None
         return Candidate(target, info)
-
-
-def _by_id(candidate: Candidate) -> str:
-    return candidate.model_id
 
 
 def _unknown(target: Target) -> ModelInfo:

@@ -36,12 +36,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
-from operator import attrgetter
 from types import MappingProxyType
 from typing import Any, Protocol
 
 from orcarouter.catalog import ModelInfo, Price
-from orcarouter.routing.candidates import Candidate
+from orcarouter.routing.candidates import BY_MODEL_ID, Candidate
 from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.routers import RouterSpec, glob_matches
 
@@ -62,18 +61,6 @@ class LatencySource(Protocol):
     """Observed performance per ``provider/model`` (``metering.stats.ModelStats`` fits)."""
 
     def latency(self, model: str) -> LatencyFigures: ...
-
-
-@dataclass(frozen=True, slots=True)
-class StrategyInput:
-    """Everything a strategy may look at besides the candidates."""
-
-    needs: RequestNeeds
-    router: RouterSpec
-    today: date
-    latency: LatencySource | None = None
-    rng: random.Random | None = None
-    day: DayFigures = field(default_factory=lambda: DayFigures())  # for ``router`` on ``today``
 
 
 Rate = tuple[Price, float, float]  # a price and its input and output rates as floats
@@ -116,6 +103,18 @@ class DayFigures:
             return score
 
 
+@dataclass(frozen=True, slots=True)
+class StrategyInput:
+    """Everything a strategy may look at besides the candidates."""
+
+    needs: RequestNeeds
+    router: RouterSpec
+    today: date
+    latency: LatencySource | None = None
+    rng: random.Random | None = None
+    day: DayFigures = field(default_factory=DayFigures)  # for ``router`` on ``today``
+
+
 class Usd:
     """A request's expected cost as the record shows it: in USD to the micro-dollar, or
     ``unpriced``; worked out exactly (``Decimal``) only when rendered."""
@@ -153,14 +152,6 @@ class Ranked:
 Strategy = Callable[[Sequence[Candidate], StrategyInput], list[Ranked]]
 
 
-def expected_cost(info: ModelInfo, needs: RequestNeeds, today: date) -> Decimal | None:
-    """The request's expected cost in USD at today's catalog price, None when unpriced."""
-    price = info.price_at(today)
-    if price is None:
-        return None
-    return _usd(price.for_input_tokens(needs.prompt_tokens), needs)
-
-
 def _usd(price: Price, needs: RequestNeeds) -> Decimal:
     """The expected cost at this price (its tier already chosen), exactly."""
     return (
@@ -169,7 +160,6 @@ def _usd(price: Price, needs: RequestNeeds) -> Decimal:
 
 
 Costed = tuple[float, Price | None, Candidate]  # micro-USD (inf: unpriced), price, candidate
-_BY_ID = attrgetter("target.model_id")
 _UNPRICED = math.inf
 
 
@@ -181,7 +171,7 @@ def _by_cost(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Costed
     needs, today, rate_of = ctx.needs, ctx.today, ctx.day.rate
     prompt, output = needs.prompt_tokens, needs.expected_output_tokens
     found: list[Costed] = []
-    for c in sorted(candidates, key=_BY_ID):  # in id order already from the selector: linear
+    for c in sorted(candidates, key=BY_MODEL_ID):  # in id order already from the selector: linear
         rate = rate_of(c, today)
         if rate is None:
             found.append((_UNPRICED, None, c))

@@ -191,7 +191,7 @@ def test_selector_reprices_and_rescores_when_the_day_or_the_router_changes() -> 
     # price taking effect tomorrow must rank tomorrow, and a router edited mid-day re-scores.
     rival = model("rival", "5")
     tomorrow = TODAY + timedelta(days=1)
-    rival = replace(rival, prices=(*rival.prices, Price(tomorrow, Decimal("0.01"), Decimal(0))))
+    rival = replace(rival, prices=(*rival.prices, Price(tomorrow, Decimal("0.5"), Decimal("0.5"))))
     catalog, resolver, pool = world(model("steady", "1"), rival)
     table = RouterTable(_NoSource())  # type: ignore[arg-type]
     table.replace([spec(name="auto")])
@@ -201,7 +201,9 @@ def test_selector_reprices_and_rescores_when_the_day_or_the_router_changes() -> 
     day[0] = tomorrow
     decision = _route(selector, "ws", "orcarouter/auto", _chat(), 10)
     assert decision.chosen.model_id == "p/rival"
-    assert decision.ranked[0].score == "$0.000000"  # a few prompt tokens at $0.01 / M, no output
+    prompt = needs_of(_chat(), 10).prompt_tokens  # and the default 1,000 output tokens
+    cost = (Decimal(prompt + 1000) * Decimal("0.5") / 1_000_000).quantize(Decimal("0.000001"))
+    assert decision.ranked[0].score == f"${cost}"  # today's price, not yesterday's $5
 
     by_quality = spec(name="auto", strategy="quality", quality_scores={"p/steady": 90})
     table.replace([by_quality])

@@ -14,7 +14,6 @@ from orcarouter.routing.strategies import (
     StrategyInput,
     balanced,
     cheapest,
-    expected_cost,
     fastest,
     priority,
     quality,
@@ -56,9 +55,10 @@ def test_cheapest_prices_the_expected_token_mix() -> None:
     pool = candidates(reader, writer)
     long_prompt = RequestNeeds(prompt_tokens=100_000, max_tokens=100)
     long_answer = RequestNeeds(prompt_tokens=100, max_tokens=50_000)
-    assert _order(cheapest(pool, _ctx(needs=long_prompt))) == ["p/reader", "p/writer"]
+    ranked = cheapest(pool, _ctx(needs=long_prompt))
+    assert _order(ranked) == ["p/reader", "p/writer"]
+    assert ranked[0].score == "$0.011000"  # 100,000 x $0.10 + 100 x $10, per million
     assert _order(cheapest(pool, _ctx(needs=long_answer))) == ["p/writer", "p/reader"]
-    assert expected_cost(reader, long_prompt, TODAY) == Decimal("0.011")
 
 
 def test_cheapest_resolves_price_tiers_for_this_request_and_records_the_exact_cost() -> None:
@@ -79,7 +79,6 @@ def test_cheapest_resolves_price_tiers_for_this_request_and_records_the_exact_co
     ranked = cheapest(pool, _ctx(needs=long))
     assert _order(ranked) == ["p/flat", "p/tiered"]
     assert [r.score for r in ranked] == ["$0.003603", "$0.010809"]  # 1001 x 9 + 100 x 18
-    assert expected_cost(tiered, long, TODAY) == Decimal("0.010809")
 
 
 def test_cheapest_puts_unpriced_models_last_and_breaks_ties_by_id() -> None:
