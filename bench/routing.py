@@ -3,9 +3,10 @@
 A router ranks every chat model its providers serve, so its cost grows with the catalog behind
 it, which ``bench.py`` does not show: its providers list one model each. This builds the pool
 the gateway would for providers that list no models (they serve their whole entry in the
-shipped catalog), then times what each request through a router pays: the selector's decision,
-its reason for the usage record and its response header. Keys either allow every model or only
-one (then the rest are excluded, and recorded as such).
+shipped catalog), then times what each request through a router pays: the selector's
+decision (with a health book, as the gateway has, no target down), its reason for the usage
+record, its response header and the live targets it would try. Keys either allow every model
+or only one (then the rest are excluded, and recorded as such).
 
 Usage: ``.venv/bin/python bench/routing.py [--providers openai,anthropic,google]
 [--strategies cheapest balanced] [--requests 2000]``; several ``--providers`` lists may be given.
@@ -14,16 +15,19 @@ Usage: ``.venv/bin/python bench/routing.py [--providers openai,anthropic,google]
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
+from orcarouter.api.inference import MAX_ATTEMPTS
 from orcarouter.catalog import Catalog
 from orcarouter.routing.candidates import Candidate
+from orcarouter.routing.health import HealthBook
 from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.resolve import ModelResolver
 from orcarouter.routing.routers import RouterSpec, StoredRouter
-from orcarouter.routing.select import RouteSelector, chat_candidates
+from orcarouter.routing.select import RouteSelector, chat_candidates, first_live
 from orcarouter.routing.table import RouterTable
 from orcarouter.settings import Provider, TimeoutsConfig
 
@@ -61,18 +65,22 @@ def _selector(
     routers = RouterTable(_NoStore())
     routers.replace([RouterSpec("ws", "auto", strategy)])  # type: ignore[arg-type]
     resolver = ModelResolver(providers, served, catalog.aliases)
-    return RouteSelector(routers, universe, resolver, catalog), universe
+    selector = RouteSelector(routers, universe, resolver, catalog, health=HealthBook())
+    return selector, universe
 
 
 def _request(
-    selector: RouteSelector, needs: RequestNeeds, allowed: Callable[[str], bool]
+    selector: RouteSelector, needs: RequestNeeds, access: re.Pattern[str] | None
 ) -> Callable[[], None]:
-    """What one request through the router pays: the decision, its record and its header."""
+    """What one request through the router pays: the decision, its record, its header and
+    the targets it would try."""
+    health = HealthBook()
 
     def route() -> None:
-        decision = selector.route("ws", "orcarouter/auto", needs, allowed)
+        decision = selector.route("ws", "orcarouter/auto", needs, access)
         decision.reason_json()
         decision.header()
+        first_live((c.target for c in decision.candidates), health, MAX_ATTEMPTS)
 
     return route
 
@@ -107,8 +115,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             selector, pool = _selector(catalog, provider_ids, strategy)
             one = pool[0].model_id
             cells = [
-                f"{_time(_request(selector, needs, allowed), args.requests):,.0f}"
-                for allowed in (lambda _m: True, lambda m: m == one)  # noqa: B023 - used at once
+                f"{_time(_request(selector, needs, access), args.requests):,.0f}"
+                for access in (None, re.compile(re.escape(one)))
             ]
             print(f"| {listed} | {len(pool)} | {strategy} | {cells[0]} | {cells[1]} |")
 

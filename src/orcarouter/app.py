@@ -200,7 +200,7 @@ class Gateway:
             self.resolver,
             self.catalog,
             latency=self.stats,
-            live=self.health_book.is_live,
+            health=self.health_book,
         )
         self.catalog_api = CatalogRoutes(
             self.catalog,

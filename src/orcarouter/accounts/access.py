@@ -7,6 +7,8 @@ model at all).
 
 from __future__ import annotations
 
+import re
+
 from orcarouter.accounts.keys import Principal
 from orcarouter.accounts.limits import client_address
 from orcarouter.errors import AccessDenied, GatewayError, ModelNotAllowed
@@ -29,6 +31,15 @@ def model_allowed(principal: Principal, model_id: str) -> bool:
     if not principal.model_limits_enabled:
         return True
     return principal.model_matcher.fullmatch(model_id) is not None
+
+
+def router_access(principal: Principal, router_id: str) -> re.Pattern[str] | None:
+    """What the key may reach through a router: its compiled model allow-list, or None for
+    every model (no list, or a list naming the router itself: then the key may use whatever
+    the router picks)."""
+    if not principal.model_limits_enabled or model_allowed(principal, router_id):
+        return None
+    return principal.model_matcher
 
 
 def check_access(

@@ -9,15 +9,16 @@ included; the record is handed to the batch writer, never written on the request
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
 
-from orcarouter.accounts.access import check_access, model_access_error, model_allowed
+from orcarouter.accounts.access import check_access, model_access_error, router_access
 from orcarouter.accounts.credentials import CredentialCache
 from orcarouter.accounts.keys import KeyCache, Principal
 from orcarouter.accounts.rate_limits import (
@@ -77,7 +78,7 @@ from orcarouter.routing.decision import RouteDecision
 from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.needs import RequestNeeds, needs_of
 from orcarouter.routing.resolve import ModelResolver, Target
-from orcarouter.routing.select import RouteSelector
+from orcarouter.routing.select import RouteSelector, first_live
 from orcarouter.store.repositories import ordered_id, utcnow
 from orcarouter.translate.codecs import WireCodec
 from orcarouter.translate.common import TranslationError
@@ -240,14 +241,7 @@ def decide_route(
     routes: RouteSelector, principal: Principal, model: str, needs: RequestNeeds
 ) -> RouteDecision:
     """A router's decision for this request, within what the key may use."""
-    # A key that lists the router itself may use whatever the router picks.
-    whole_router = model_allowed(principal, model)
-    return routes.route(
-        principal.workspace_id,
-        model,
-        needs,
-        lambda m: whole_router or model_allowed(principal, m),
-    )
+    return routes.route(principal.workspace_id, model, needs, router_access(principal, model))
 
 
 def cancelled_usage(record: UsageRecord, needs: RequestNeeds) -> Usage | None:
@@ -436,23 +430,24 @@ class InferenceEndpoint:
         """
         model = record.model_requested or ""
         decision: RouteDecision | None = None
+        chain: list[Iterable[Target]] = []  # walked lazily: a router may rank hundreds
         if RouteSelector.is_router(model):
             decision = decide_route(self._ctx.routes, principal, model, request.needs)
             exchange.headers.append((b"x-orca-router", decision.router.encode()))
             exchange.headers.append((b"x-orca-route-reason", decision.header().encode()))
-            targets = [c.target for c in decision.candidates]
+            chain.append(c.target for c in decision.candidates)
         else:
             target = self._ctx.resolver.resolve(model)
             denied = model_access_error(principal, model, target.model_id)
             if denied is not None:
                 raise denied
-            targets = [target]
+            chain.append((target,))
         skipped: list[str] = []
         for entry in request.fallbacks:
             try:
                 if RouteSelector.is_router(entry):
                     found = decide_route(self._ctx.routes, principal, entry, request.needs)
-                    targets.extend(c.target for c in found.candidates)
+                    chain.append(c.target for c in found.candidates)
                     continue
                 target = self._ctx.resolver.resolve(entry)
             except GatewayError:
@@ -461,16 +456,15 @@ class InferenceEndpoint:
             if model_access_error(principal, entry, target.model_id) is not None:
                 skipped.append(entry)
             else:
-                targets.append(target)
-        unique = list({t.model_id: t for t in targets}.values())  # first place, same target
-        health, workspace = self._ctx.health, record.workspace_id
-        live = [
-            t
-            for t in unique
-            if health.is_live(t.model_id)
-            and health.is_live(self._throttle_key(workspace, t.provider.id, t.model_id))
-        ]
-        return Route(tuple((live or unique)[:MAX_ATTEMPTS]), decision, tuple(skipped))
+                chain.append((target,))
+        workspace = record.workspace_id
+        targets = first_live(
+            itertools.chain.from_iterable(chain),
+            self._ctx.health,
+            MAX_ATTEMPTS,
+            lambda t: self._throttle_key(workspace, t.provider.id, t.model_id),
+        )
+        return Route(targets, decision, tuple(skipped))
 
     async def _serve_route(
         self,

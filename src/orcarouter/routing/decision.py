@@ -8,12 +8,13 @@ the ``X-Orca-Route-Reason`` response header (``header``, one short ASCII line).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
 
 from orcarouter.routing.candidates import Candidate, Exclusion
-from orcarouter.routing.strategies import Ranked
+from orcarouter.routing.strategies import Ranking
 
 MAX_RECORDED = 25  # candidates and exclusions each kept in the record; the rest are counted
 
@@ -24,19 +25,19 @@ class RouteDecision:
 
     router: str  # orcarouter/{name}
     strategy: str
-    ranked: tuple[Ranked, ...]
+    ranked: Ranking
     excluded: tuple[Exclusion, ...] = ()
     default_model: str | None = None  # set when the router's default was appended last
 
     @property
     def chosen(self) -> Candidate:
         """The candidate to try first."""
-        return self.ranked[0].candidate
+        return self.ranked.candidates[0]
 
     @property
-    def candidates(self) -> tuple[Candidate, ...]:
+    def candidates(self) -> Sequence[Candidate]:
         """Every candidate, in the order to try them."""
-        return tuple(r.candidate for r in self.ranked)
+        return self.ranked.candidates
 
     def header(self) -> str:
         """``cheapest; chose openai/gpt-4o-mini ($0.000120); 4 candidates; excluded tools=2``."""

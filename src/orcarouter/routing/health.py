@@ -86,6 +86,7 @@ class HealthBook:
         self._targets = max(targets, 1)
         self._clock = clock
         self._book: dict[str, _Target] = {}
+        self._down_until = 0.0  # no target is ejected or cooling down after this (a bound)
         self.listener: Callable[[HealthEvent], None] | None = None
 
     def is_live(self, model_id: str) -> bool:
@@ -95,6 +96,11 @@ class HealthBook:
             return True
         now = self._clock()
         return entry.ejected_until <= now and entry.cooldown_until <= now
+
+    def all_live(self) -> bool:
+        """True when no target can be ejected or cooling down now: a router over a whole
+        catalog then skips asking about each of its hundreds of candidates."""
+        return self._down_until <= self._clock()
 
     def observe(self, model_id: str, outcome: Outcome, retry_after: str | None = None) -> None:
         """Update the target with the outcome of one attempt (see ``metering.stats.classify``)."""
@@ -131,6 +137,7 @@ class HealthBook:
         entry.ejections += 1
         entry.total_ejections += 1
         entry.ejected_until = now + backoff
+        self._down_until = max(self._down_until, entry.ejected_until)
         log.warning("ejected %s for %.1f s after %s", model_id, backoff, reason)
         self._tell(HealthEvent(model_id, EJECT, backoff))
 
@@ -143,6 +150,7 @@ class HealthBook:
         until = self._clock() + min(seconds, self.config.max_cooldown)
         if until > entry.cooldown_until:
             entry.cooldown_until = until
+            self._down_until = max(self._down_until, until)
             self._tell(HealthEvent(model_id, COOL, min(seconds, self.config.max_cooldown)))
 
     def readmit(self, model_id: str) -> None:
@@ -163,10 +171,12 @@ class HealthBook:
         elif event.kind == COOL:
             seconds = min(max(event.seconds, 0.0), self.config.max_cooldown)
             entry.cooldown_until = max(entry.cooldown_until, now + seconds)
+            self._down_until = max(self._down_until, entry.cooldown_until)
         elif event.kind == EJECT and entry.ejected_until <= now:
             if self._ejected(now) + 1 > self.config.max_ejected_share * self._targets:
                 return  # the same guard as for local ejections: never empty the pool
             entry.ejected_until = now + min(max(event.seconds, 0.0), self.config.max_ejection)
+            self._down_until = max(self._down_until, entry.ejected_until)
             entry.last_error = "ejected by another replica"
 
     def _tell(self, event: HealthEvent) -> None:

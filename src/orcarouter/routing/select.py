@@ -2,26 +2,34 @@
 
 The pool of a router is every chat model an enabled provider serves that the router's
 allowed-model globs admit (computed once per router version, with its models' prices in effect
-and quality scores once a day); the filter drops what cannot
-serve this request or what the key may not use; the strategy orders the rest. The router's
-default model, when it can serve the request, is appended last as the safety net.
+and quality scores once a day); the filter drops what cannot serve this request or what the key
+may not use; the strategy orders the rest. The router's default model, when it can serve the
+request, is appended last as the safety net.
+
+With a whole catalog behind a router (hundreds of models), the request's own work is kept off
+the size of the pool where the answer allows: the filter's split for the key's allow-list and
+the request's capabilities is kept (``Admissions``) with its costing table, strategies make a
+``Ranked`` only for what is read, and health is asked about each candidate only while some
+target is down.
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Protocol
 
 from orcarouter.catalog import Catalog, ModelInfo
 from orcarouter.errors import InvalidRequest, ModelNotFound
 from orcarouter.routing.candidates import (
     BY_MODEL_ID,
+    Admissions,
     Candidate,
     Exclusion,
     describe_missing,
-    filter_candidates,
     unmet_need,
 )
 from orcarouter.routing.decision import RouteDecision
@@ -30,9 +38,11 @@ from orcarouter.routing.resolve import ModelResolver, Target
 from orcarouter.routing.routers import RouterSpec, split_router_id
 from orcarouter.routing.strategies import (
     STRATEGIES,
+    CostTable,
     DayFigures,
     LatencySource,
     Ranked,
+    Ranking,
     StrategyInput,
 )
 from orcarouter.routing.table import RouterTable
@@ -58,14 +68,23 @@ def chat_candidates(
     return tuple(found)
 
 
+class Liveness(Protocol):
+    """Which targets are ejected or cooling down (``routing.health.HealthBook`` fits)."""
+
+    def is_live(self, model_id: str) -> bool: ...
+    def all_live(self) -> bool: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Pool:
-    """A router's admitted candidates, and their figures on ``today``."""
+    """A router's admitted candidates, their figures on ``today``, and its filter's splits
+    (each with its costing table for the day)."""
 
     router: RouterSpec
     candidates: tuple[Candidate, ...]
     today: date
     day: DayFigures
+    admissions: Admissions[CostTable]
 
 
 class RouteSelector:
@@ -81,7 +100,7 @@ class RouteSelector:
         latency: LatencySource | None = None,
         rng: random.Random | None = None,
         today: Callable[[], date] = lambda: datetime.now(UTC).date(),
-        live: Callable[[str], bool] | None = None,
+        health: Liveness | None = None,
     ) -> None:
         self._routers = routers
         self._universe = tuple(universe)
@@ -90,7 +109,7 @@ class RouteSelector:
         self._latency = latency
         self._rng = rng
         self._today = today
-        self._live = live
+        self._health = health
         self._pools: dict[tuple[str, str], _Pool] = {}
 
     @staticmethod
@@ -103,10 +122,11 @@ class RouteSelector:
         workspace_id: str,
         model: str,
         needs: RequestNeeds,
-        allowed: Callable[[str], bool],
+        access: re.Pattern[str] | None = None,
     ) -> RouteDecision:
-        """The ordered candidates for this request; 404 for an unknown or disabled router,
-        400 naming what was missing when no candidate can serve it."""
+        """The ordered candidates for this request, among the models ``access`` (the key's
+        compiled allow-list; None: every model) matches; 404 for an unknown or disabled
+        router, 400 naming what was missing when no candidate can serve it."""
         name = split_router_id(model) or ""
         router = self._routers.get(workspace_id, name)
         if router is None:
@@ -115,12 +135,12 @@ class RouteSelector:
             raise ModelNotFound(f"router '{model}' is disabled", param="model")
         today = self._today()
         pool = self._pool(router, today)
-        kept, excluded = filter_candidates(pool.candidates, needs, allowed)
-        ctx = StrategyInput(needs, router, today, self._latency, self._rng, pool.day)
-        ranked = STRATEGIES[router.strategy](kept, ctx) if kept else []
-        default = self._default(router, needs, allowed, ranked)
+        kept, excluded, table = pool.admissions.split(needs, access)
+        ctx = StrategyInput(needs, router, today, self._latency, self._rng, pool.day, table)
+        ranked = STRATEGIES[router.strategy](kept, ctx) if kept else Ranking.of(())
+        default = self._default(router, needs, access, ranked)
         if default is not None:
-            ranked.append(Ranked(default, "default model"))
+            ranked = ranked.then(Ranked(default, "default model"))
         if not ranked:
             missing = describe_missing(excluded) or "the router admits no served chat model"
             raise NoCandidate(
@@ -130,26 +150,24 @@ class RouteSelector:
         return RouteDecision(
             router=router.model_id,
             strategy=router.strategy,
-            ranked=tuple(ranked),
+            ranked=ranked,
             excluded=tuple(excluded),
             default_model=default.model_id if default is not None else None,
         )
 
-    def _healthy(self, ranked: list[Ranked], excluded: list[Exclusion]) -> list[Ranked]:
+    def _healthy(self, ranked: Ranking, excluded: list[Exclusion]) -> Ranking:
         """Leave out ejected or cooling-down targets, unless that would leave nothing: then
         every candidate stays in its order (better a try than a certain failure)."""
-        live = self._live
-        if live is None:
+        health = self._health
+        if health is None or health.all_live():
             return ranked
-        healthy = [r for r in ranked if live(r.candidate.model_id)]
-        if not healthy or len(healthy) == len(ranked):
+        live = [health.is_live(c.model_id) for c in ranked.candidates]
+        if all(live) or not any(live):
             return ranked
-        for r in ranked:
-            if not live(r.candidate.model_id):
-                excluded.append(
-                    Exclusion(r.candidate.model_id, "health", "ejected or cooling down")
-                )
-        return healthy
+        for candidate, is_live in zip(ranked.candidates, live, strict=True):
+            if not is_live:
+                excluded.append(Exclusion(candidate.model_id, "health", "ejected or cooling down"))
+        return ranked.only([i for i, is_live in enumerate(live) if is_live])
 
     def _pool(self, router: RouterSpec, today: date) -> _Pool:
         """The models the router admits, with their figures for today (both kept until the
@@ -160,17 +178,24 @@ class RouteSelector:
             admitted = tuple(  # in model-id order, which strategies sort into at no cost
                 sorted((c for c in self._universe if router.admits(c.model_id)), key=BY_MODEL_ID)
             )
-            pool = self._pools[key] = _Pool(router, admitted, today, DayFigures())
+            pool = self._pools[key] = self._day_pool(router, admitted, today)
         elif pool.today != today:
-            pool = self._pools[key] = _Pool(router, pool.candidates, today, DayFigures())
+            pool = self._pools[key] = self._day_pool(router, pool.candidates, today)
         return pool
+
+    def _day_pool(
+        self, router: RouterSpec, candidates: tuple[Candidate, ...], today: date
+    ) -> _Pool:
+        day = DayFigures()
+        ctx = StrategyInput(RequestNeeds(0), router, today, day=day)
+        return _Pool(router, candidates, today, day, Admissions(candidates, _table_for(ctx)))
 
     def _default(
         self,
         router: RouterSpec,
         needs: RequestNeeds,
-        allowed: Callable[[str], bool],
-        ranked: list[Ranked],
+        access: re.Pattern[str] | None,
+        ranked: Ranking,
     ) -> Candidate | None:
         if router.default_model is None:
             return None
@@ -178,14 +203,47 @@ class RouteSelector:
             target = self._resolver.resolve(router.default_model)
         except ModelNotFound:
             return None
-        if any(r.candidate.model_id == target.model_id for r in ranked):
+        if any(c.model_id == target.model_id for c in ranked.candidates):
             return None
-        if not allowed(target.model_id):
+        if access is not None and access.fullmatch(target.model_id) is None:
             return None
         info = self._catalog.get(target.provider.id, target.upstream_model) or _unknown(target)
         if unmet_need(info, needs) is not None:
             return None
         return Candidate(target, info)
+
+
+def first_live(
+    targets: Iterable[Target],
+    health: Liveness,
+    limit: int,
+    reached_as: Callable[[Target], str] | None = None,
+) -> tuple[Target, ...]:
+    """The first ``limit`` distinct targets that are live (under their model id, and under
+    ``reached_as`` when given), or the first distinct ones when none is; reads no further."""
+    everything_live = health.all_live()
+    seen: set[str] = set()
+    first: list[Target] = []
+    live: list[Target] = []
+    for target in targets:
+        if target.model_id in seen:
+            continue
+        seen.add(target.model_id)
+        if len(first) < limit:
+            first.append(target)
+        if everything_live or (
+            health.is_live(target.model_id)
+            and (reached_as is None or health.is_live(reached_as(target)))
+        ):
+            live.append(target)
+            if len(live) == limit:
+                break
+    return tuple(live or first)
+
+
+def _table_for(ctx: StrategyInput) -> Callable[[tuple[Candidate, ...]], CostTable]:
+    """Makes a split's costing table from the day's figures in ``ctx``."""
+    return lambda candidates: CostTable.of(candidates, ctx)
 
 
 def _unknown(target: Target) -> ModelInfo:

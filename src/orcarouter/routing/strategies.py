@@ -33,11 +33,11 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from orcarouter.catalog import ModelInfo, Price
 from orcarouter.routing.candidates import BY_MODEL_ID, Candidate
@@ -113,6 +113,7 @@ class StrategyInput:
     latency: LatencySource | None = None
     rng: random.Random | None = None
     day: DayFigures = field(default_factory=DayFigures)  # for ``router`` on ``today``
+    table: CostTable | None = None  # the candidates' costing table, when the selector kept one
 
 
 class Usd:
@@ -149,7 +150,58 @@ class Ranked:
         return self._text
 
 
-Strategy = Callable[[Sequence[Candidate], StrategyInput], list[Ranked]]
+class Ranking(Sequence[Ranked]):
+    """A strategy's order: the candidates, best first, each made a ``Ranked`` only when read.
+
+    A router over a whole catalog orders hundreds of candidates, and a request reads a few of
+    them as ``Ranked``: the one served, the record's first 25 (``candidates`` lists them all
+    without making any).
+    """
+
+    __slots__ = ("_made", "_rank", "candidates")
+
+    def __init__(self, candidates: Sequence[Candidate], rank: Callable[[int], Ranked]) -> None:
+        self.candidates = candidates
+        self._rank = rank  # the Ranked at a position of ``candidates``
+        self._made: dict[int, Ranked] = {}
+
+    @classmethod
+    def of(cls, ranked: Sequence[Ranked]) -> Ranking:
+        """An order already made."""
+        return cls([r.candidate for r in ranked], ranked.__getitem__)
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    @overload
+    def __getitem__(self, index: int) -> Ranked: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Ranked]: ...
+
+    def __getitem__(self, index: int | slice) -> Ranked | list[Ranked]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self.candidates)))]
+        if index < 0:
+            index += len(self.candidates)
+        if not 0 <= index < len(self.candidates):
+            raise IndexError(index)
+        made = self._made.get(index)
+        if made is None:
+            made = self._made[index] = self._rank(index)
+        return made
+
+    def then(self, last: Ranked) -> Ranking:
+        """This order with ``last`` after it."""
+        end = len(self.candidates)
+        return Ranking([*self.candidates, last.candidate], lambda i: last if i == end else self[i])
+
+    def only(self, positions: Sequence[int]) -> Ranking:
+        """The candidates at ``positions``, in that order."""
+        return Ranking([self.candidates[i] for i in positions], lambda i: self[positions[i]])
+
+
+Strategy = Callable[[Sequence[Candidate], StrategyInput], Ranking]
 
 
 def _usd(price: Price, needs: RequestNeeds) -> Decimal:
@@ -159,30 +211,72 @@ def _usd(price: Price, needs: RequestNeeds) -> Decimal:
     ) / MILLION
 
 
-Costed = tuple[float, Price | None, Candidate]  # micro-USD (inf: unpriced), price, candidate
-_UNPRICED = math.inf
+@dataclass(frozen=True, slots=True)
+class CostTable:
+    """Some candidates' figures for the day, laid out for costing a request: the priced ones
+    (model-id order) with their rates as floats and the positions of those with tiers, the
+    unpriced ones apart, and each one's quality score. The selector keeps one for each split
+    of its pool; for other candidates a strategy makes one."""
+
+    priced: tuple[Candidate, ...]
+    prices: tuple[Price, ...]
+    rates: tuple[tuple[float, float], ...]  # per input and per output million tokens
+    tiered: tuple[int, ...]
+    unpriced: tuple[Candidate, ...]
+    qualities: tuple[int, ...]  # of ``priced`` then ``unpriced``
+
+    @classmethod
+    def of(cls, candidates: Sequence[Candidate], ctx: StrategyInput) -> CostTable:
+        """The table of ``candidates`` (any order) from the figures of ``ctx.day``."""
+        day, today = ctx.day, ctx.today
+        priced: list[Candidate] = []
+        prices: list[Price] = []
+        rates: list[tuple[float, float]] = []
+        unpriced: list[Candidate] = []
+        for c in sorted(candidates, key=BY_MODEL_ID):  # in id order already: linear
+            rate = day.rate(c, today)
+            if rate is None:
+                unpriced.append(c)
+                continue
+            priced.append(c)
+            prices.append(rate[0])
+            rates.append((rate[1], rate[2]))
+        tiered = tuple(i for i, price in enumerate(prices) if price.tiers)
+        qualities = tuple(day.quality(c, ctx) for c in (*priced, *unpriced))
+        return cls(tuple(priced), tuple(prices), tuple(rates), tiered, tuple(unpriced), qualities)
 
 
-def _by_cost(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Costed]:
-    """The candidates cheapest first (unpriced last, ties by model id), each with its expected
-    cost and the price (tier resolved) it was placed by. The order compares floats; the record
+@dataclass(frozen=True, slots=True)
+class Costed:
+    """Candidates cheapest first (unpriced last, ties by model id), each with the price (tier
+    resolved) it was placed by and its quality score."""
+
+    order: list[Candidate]
+    prices: list[Price | None]
+    qualities: list[int]
+
+
+def _by_cost(candidates: Sequence[Candidate], ctx: StrategyInput) -> Costed:
+    """The candidates by this request's expected cost. The order compares floats; the record
     renders the exact cost from the price. The sorts that follow are stable, so they keep this
     order among their own ties."""
-    needs, today, rate_of = ctx.needs, ctx.today, ctx.day.rate
-    prompt, output = needs.prompt_tokens, needs.expected_output_tokens
-    found: list[Costed] = []
-    for c in sorted(candidates, key=BY_MODEL_ID):  # in id order already from the selector: linear
-        rate = rate_of(c, today)
-        if rate is None:
-            found.append((_UNPRICED, None, c))
-            continue
-        price, per_input, per_output = rate
-        if price.tiers:
-            price = price.for_input_tokens(prompt)
-            per_input, per_output = float(price.input), float(price.output)
-        found.append((per_input * prompt + per_output * output, price, c))
-    found.sort(key=_first)
-    return found
+    table = ctx.table if ctx.table is not None else CostTable.of(candidates, ctx)
+    prompt, output = ctx.needs.prompt_tokens, ctx.needs.expected_output_tokens
+    costs = [per_input * prompt + per_output * output for per_input, per_output in table.rates]
+    prices: Sequence[Price] = table.prices
+    if table.tiered:
+        prices = list(prices)
+        for i in table.tiered:
+            price = prices[i] = prices[i].for_input_tokens(prompt)
+            costs[i] = float(price.input) * prompt + float(price.output) * output
+    positions = sorted(range(len(costs)), key=costs.__getitem__)  # stable: ties by model id
+    priced, qualities = table.priced, table.qualities
+    unpriced = table.unpriced
+    return Costed(
+        [*(priced[i] for i in positions), *unpriced],
+        [*(prices[i] for i in positions), *(None for _ in unpriced)],
+        [*(qualities[i] for i in positions), *qualities[len(priced) :]],
+    )
 
 
 def _first(item: tuple[Any, ...]) -> Any:
@@ -193,10 +287,11 @@ def _first_descending(item: tuple[Any, ...]) -> Any:
     return -item[0]
 
 
-def cheapest(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
+def cheapest(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     """Lowest expected cost first."""
-    needs = ctx.needs
-    return [Ranked(c, "{}", (Usd(price, needs),)) for _, price, c in _by_cost(candidates, ctx)]
+    costed, needs = _by_cost(candidates, ctx), ctx.needs
+    order, prices = costed.order, costed.prices
+    return Ranking(order, lambda i: Ranked(order[i], "{}", (Usd(prices[i], needs),)))
 
 
 def _year(release_date: str | None) -> float | None:
@@ -244,28 +339,34 @@ def _first_match(entries: Mapping[str, int], model_id: str) -> int | None:
     return None
 
 
-def quality(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
+def quality(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     """Highest quality first; cheaper first among equals."""
-    quality_of = ctx.day.quality
-    scored = [(quality_of(c, ctx), c) for _, _, c in _by_cost(candidates, ctx)]
-    scored.sort(key=_first_descending)
-    return [Ranked(c, "quality {}", (q,)) for q, c in scored]
+    costed = _by_cost(candidates, ctx)
+    qualities = costed.qualities
+    lower = [-q for q in qualities]
+    positions = sorted(range(len(lower)), key=lower.__getitem__)  # stable: cheaper first
+    order = [costed.order[i] for i in positions]
+    return Ranking(order, lambda i: Ranked(order[i], "quality {}", (qualities[positions[i]],)))
 
 
-def balanced(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
+def balanced(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     """The cheapest that meet the bar first, then the rest by quality."""
-    bar = ctx.router.bar
-    quality_of = ctx.day.quality
-    needs = ctx.needs
-    scored = [(quality_of(c, ctx), price, c) for _, price, c in _by_cost(candidates, ctx)]
-    meeting = [t for t in scored if t[0] >= bar]
-    below = sorted((t for t in scored if t[0] < bar), key=_first_descending)
-    return [
-        Ranked(
-            c, "quality {} {} bar {}, {}", (q, ">=" if q >= bar else "<", bar, Usd(price, needs))
-        )
-        for q, price, c in meeting + below
-    ]
+    bar, needs = ctx.router.bar, ctx.needs
+    costed = _by_cost(candidates, ctx)
+    qualities, prices = costed.qualities, costed.prices
+    everyone = range(len(qualities))
+    lower = [-q for q in qualities]
+    positions = [i for i in everyone if qualities[i] >= bar] + sorted(
+        (i for i in everyone if qualities[i] < bar), key=lower.__getitem__
+    )
+    order = [costed.order[i] for i in positions]
+
+    def rank(i: int) -> Ranked:
+        q, price = qualities[positions[i]], prices[positions[i]]
+        figures = (q, ">=" if q >= bar else "<", bar, Usd(price, needs))
+        return Ranked(order[i], "quality {} {} bar {}, {}", figures)
+
+    return Ranking(order, rank)
 
 
 def _expected_ms(candidate: Candidate, ctx: StrategyInput) -> float | None:
@@ -281,18 +382,19 @@ def _expected_ms(candidate: Candidate, ctx: StrategyInput) -> float | None:
     return total
 
 
-def fastest(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
+def fastest(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     """Shortest expected time first; unobserved models last, cheapest first."""
     timed = [(_expected_ms(c, ctx), c) for c in candidates]
     known = sorted(
         ((ms, c) for ms, c in timed if ms is not None), key=lambda p: (p[0], p[1].model_id)
     )
-    unknown = _by_cost([c for ms, c in timed if ms is None], ctx)
+    unobserved = [c for ms, c in timed if ms is None]
+    unknown = _by_cost(unobserved, replace(ctx, table=None)).order  # a subset: not its table
     ranked = [Ranked(c, "~{} ms expected", (round(ms),)) for ms, c in known]
-    return ranked + [Ranked(c, "not observed yet") for _, _, c in unknown]
+    return Ranking.of(ranked + [Ranked(c, "not observed yet") for c in unknown])
 
 
-def priority(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
+def priority(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     """In the router's list order; unlisted models after, cheapest first."""
     entries = ctx.router.priority
 
@@ -302,20 +404,23 @@ def priority(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked
                 return index
         return len(entries)
 
-    placed = [(position(c), c) for _, _, c in _by_cost(candidates, ctx)]
+    placed = [(position(c), c) for c in _by_cost(candidates, ctx).order]
     placed.sort(key=_first)
-    return [
-        Ranked(c, "priority {}", (place + 1,)) if place < len(entries) else Ranked(c, "unlisted")
-        for place, c in placed
-    ]
+    listed = len(entries)
+    return Ranking.of(
+        [
+            Ranked(c, "priority {}", (place + 1,)) if place < listed else Ranked(c, "unlisted")
+            for place, c in placed
+        ]
+    )
 
 
-def weighted(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked]:
+def weighted(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     """A weighted draw picks the first; the rest by weight, then price."""
     weights = ctx.router.weights
     weighed = [
         (1 if not weights else (_first_match(weights, c.model_id) or 0), c)
-        for _, _, c in _by_cost(candidates, ctx)
+        for c in _by_cost(candidates, ctx).order
     ]
     weighed.sort(key=_first_descending)
     drawable = [(w, c) for w, c in weighed if w > 0]
@@ -328,7 +433,7 @@ def weighted(candidates: Sequence[Candidate], ctx: StrategyInput) -> list[Ranked
                 weighed.remove(drawable[index])
                 weighed.insert(0, drawable[index])
                 break
-    return [Ranked(c, "weight {}", (w,)) for w, c in weighed]
+    return Ranking.of([Ranked(c, "weight {}", (w,)) for w, c in weighed])
 
 
 STRATEGIES: Mapping[str, Strategy] = MappingProxyType(

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from orcarouter.accounts.access import check_access, ip_allowed, model_allowed
+from orcarouter.accounts.access import check_access, ip_allowed, model_allowed, router_access
 from orcarouter.accounts.keys import Principal, principal_of
 from orcarouter.errors import AccessDenied, ModelNotAllowed
 from orcarouter.store.repositories import KeyRow, utcnow
@@ -77,6 +77,19 @@ def test_ip_allow_list(allow: tuple[str, ...], address: str | None, allowed: boo
 def test_model_allow_list(patterns: tuple[str, ...], model: str, allowed: bool) -> None:
     key = principal(model_limits_enabled=True, model_limits=patterns)
     assert model_allowed(key, model) is allowed
+
+
+def test_what_a_key_may_reach_through_a_router() -> None:
+    # None: every model (no list, or the router itself listed); else the compiled list.
+    assert router_access(principal(model_limits_enabled=False), "orcarouter/auto") is None
+    whole = principal(model_limits_enabled=True, model_limits=("orcarouter/*",))
+    assert router_access(whole, "orcarouter/auto") is None
+    some = principal(model_limits_enabled=True, model_limits=("openai/*",))
+    access = router_access(some, "orcarouter/auto")
+    assert access is not None and access.fullmatch("openai/gpt-4o")
+    assert not access.fullmatch("anthropic/claude-opus-4")
+    nothing = router_access(principal(model_limits_enabled=True, model_limits=()), "orcarouter/a")
+    assert nothing is not None and not nothing.fullmatch("openai/gpt-4o")
 
 
 def test_the_switch_off_ignores_the_list() -> None:

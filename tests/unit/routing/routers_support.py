@@ -100,3 +100,13 @@ def world(*infos: ModelInfo) -> tuple[Catalog, ModelResolver, list[Candidate]]:
         served.setdefault(info.provider_id, []).append(info.model_id)
     resolver = ModelResolver(providers.values(), served)
     return catalog, resolver, list(chat_candidates(providers.values(), served, catalog))
+
+
+class NoRouterSource:
+    """A router store with nothing in it (the tests put their routers in memory)."""
+
+    async def all(self) -> list[object]:
+        return []
+
+    async def version(self) -> tuple[int, None]:
+        return (0, None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -18,7 +18,7 @@ from orcarouter.routing.needs import BYTES_PER_TOKEN, TOKENS_PER_IMAGE, RequestN
 from orcarouter.routing.routers import RouterError, RouterSpec, check_fields, check_name
 from orcarouter.routing.select import NoCandidate, RouteSelector
 from orcarouter.routing.table import RouterTable
-from tests.unit.routing.routers_support import TODAY, candidates, model, spec, world
+from tests.unit.routing.routers_support import TODAY, NoRouterSource, candidates, model, spec, world
 
 NO_TOOLS = frozenset({"streaming", "vision"})
 
@@ -35,7 +35,7 @@ def _route(
     selector: RouteSelector, workspace: str, model: str, payload: dict[str, Any], size: int
 ) -> RouteDecision:
     """The selector's decision for a body of ``size`` bytes, every model allowed."""
-    return selector.route(workspace, model, needs_of(payload, size), lambda _m: True)
+    return selector.route(workspace, model, needs_of(payload, size))
 
 
 def test_needs_read_both_dialects() -> None:
@@ -167,23 +167,26 @@ def test_allowed_model_globs_are_case_insensitive_and_empty_means_all() -> None:
     assert spec().admits("anything/at-all")
 
 
-class _NoSource:
-    async def all(self) -> list[object]:
-        return []
+class _Down:
+    """Health with the targets in ``down`` ejected."""
 
-    async def version(self) -> tuple[int, None]:
-        return (0, None)
+    def __init__(self, *down: str) -> None:
+        self.down = set(down)
+
+    def is_live(self, model_id: str) -> bool:
+        return model_id not in self.down
+
+    def all_live(self) -> bool:
+        return not self.down
 
 
 def _selector(
-    routers: Sequence[RouterSpec],
-    *infos: object,
-    live: Callable[[str], bool] | None = None,
+    routers: Sequence[RouterSpec], *infos: object, health: _Down | None = None
 ) -> RouteSelector:
     catalog, resolver, pool = world(*infos)  # type: ignore[arg-type]
-    table = RouterTable(_NoSource())  # type: ignore[arg-type]
+    table = RouterTable(NoRouterSource())  # type: ignore[arg-type]
     table.replace(routers)
-    return RouteSelector(table, pool, resolver, catalog, live=live)
+    return RouteSelector(table, pool, resolver, catalog, health=health)
 
 
 def test_selector_reprices_and_rescores_when_the_day_or_the_router_changes() -> None:
@@ -193,7 +196,7 @@ def test_selector_reprices_and_rescores_when_the_day_or_the_router_changes() -> 
     tomorrow = TODAY + timedelta(days=1)
     rival = replace(rival, prices=(*rival.prices, Price(tomorrow, Decimal("0.5"), Decimal("0.5"))))
     catalog, resolver, pool = world(model("steady", "1"), rival)
-    table = RouterTable(_NoSource())  # type: ignore[arg-type]
+    table = RouterTable(NoRouterSource())  # type: ignore[arg-type]
     table.replace([spec(name="auto")])
     day = [TODAY]
     selector = RouteSelector(table, pool, resolver, catalog, today=lambda: day[0])
@@ -213,17 +216,14 @@ def test_selector_reprices_and_rescores_when_the_day_or_the_router_changes() -> 
 
 
 def test_selector_leaves_out_unhealthy_targets_unless_none_is_left() -> None:
-    down: set[str] = {"p/cheap"}
-    selector = _selector(
-        [spec(name="auto")],
-        model("cheap", "0.1"),
-        model("dear", "5"),
-        live=lambda m: m not in down,
-    )
+    health = _Down("p/cheap")
+    cheap, dear = model("cheap", "0.1"), model("dear", "5")
+    selector = _selector([spec(name="auto")], cheap, dear, health=health)
     decision = _route(selector, "ws", "orcarouter/auto", _chat(), 10)
     assert _ids(decision.candidates) == ["p/dear"]
+    assert decision.ranked[0].candidate.model_id == "p/dear" and len(decision.ranked) == 1
     assert "excluded health=1" in decision.header()
-    down.add("p/dear")  # nothing is live: every candidate stays, in order
+    health.down.add("p/dear")  # nothing is live: every candidate stays, in order
     panic = _route(selector, "ws", "orcarouter/auto", _chat(), 10)
     assert _ids(panic.candidates) == ["p/cheap", "p/dear"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import Decimal
 
@@ -30,7 +31,7 @@ from tests.unit.routing.routers_support import (
 )
 
 
-def _order(ranked: list[Ranked]) -> list[str]:
+def _order(ranked: Sequence[Ranked]) -> list[str]:
     return [r.candidate.model_id for r in ranked]
 
 

@@ -7,7 +7,14 @@ import email.utils
 import pytest
 
 from orcarouter.metering.stats import Outcome
-from orcarouter.routing.health import HealthBook, RetryBudget, retry_after_seconds
+from orcarouter.routing.health import (
+    COOL,
+    EJECT,
+    HealthBook,
+    HealthEvent,
+    RetryBudget,
+    retry_after_seconds,
+)
 from orcarouter.settings import HealthConfig
 
 
@@ -89,6 +96,30 @@ def test_a_429_cools_down_for_retry_after_without_counting_a_failure() -> None:
     book.throttled("p/a", "86400")  # capped
     clock.now += 60.1
     assert book.is_live("p/a")
+
+
+def test_all_live_holds_exactly_while_nothing_is_ejected_or_cooling_down() -> None:
+    # A router skips asking about each candidate while this is true, so it must never be
+    # true while some target is down, however that happened (here or on another replica).
+    book, clock = _book(consecutive_failures=1, base_ejection=10, default_cooldown=5)
+    assert book.all_live()
+    book.failure("p/a", "500")
+    assert not book.all_live()
+    clock.now += 10.1
+    assert book.all_live() and book.is_live("p/a")
+    book.throttled("p/b", "3")
+    assert not book.all_live()
+    clock.now += 3.1
+    assert book.all_live()
+    book.apply(HealthEvent("p/c", EJECT, 20))
+    clock.now += 19.9
+    assert not book.all_live() and not book.is_live("p/c")
+    clock.now += 0.2
+    book.apply(HealthEvent("p/d", COOL, 4))
+    clock.now += 3.9
+    assert not book.all_live()
+    clock.now += 0.2
+    assert book.all_live()
 
 
 def test_readmit_after_a_probe() -> None:
