@@ -478,8 +478,9 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
             "",
             "## Routing by pool size (in-process)",
             "",
-            "CPU µs per request through `orcarouter/auto` for the decision, its usage-record JSON "
-            "and its response header, from `bench/routing.py` on the gateway's core. The pools are "
+            "CPU µs per request through `orcarouter/auto` for the decision (health included), "
+            "its usage-record JSON, its response header and the live targets it would try, from "
+            "`bench/routing.py` on the gateway's core. The pools are "
             "what providers that list no models serve (their whole entry in the shipped catalog); "
             "the scenarios above give each provider one model, so their router pool is small.",
             "",
