@@ -26,6 +26,7 @@ from orcarouter.accounts.credentials import (
     rotate,
 )
 from orcarouter.accounts.keys import DEFAULT_WORKSPACE, issue_key
+from orcarouter.api.listeners import BALANCED, OwnListener
 from orcarouter.api.server import ServerProtocol
 from orcarouter.app import Gateway
 from orcarouter.catalog import CatalogError, refresh_catalog
@@ -208,15 +209,26 @@ _UVICORN: dict[str, Any] = {
 
 
 def _serve_workers(workers: int, listen: dict[str, Any]) -> int:
-    """Several worker processes on one listening socket, each running ``create_app()``.
+    """Several worker processes on one port, each running ``create_app()`` (on Linux each with
+    a listening socket of its own, so that connections spread over them).
 
     The parent only supervises (uvicorn restarts a worker that dies); the database is migrated
     and the admin key created before the workers start, so they never race for either.
     """
     config = uvicorn.Config(_FACTORY, factory=True, workers=workers, **listen, **_UVICORN)
     log.info("starting %d worker processes", config.workers)
-    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
-    supervisor.run()
+    own = OwnListener(config.host, config.port) if BALANCED else None
+    if own is not None:
+        host, port = own.address[:2]
+        log.info("listening on %s port %d, each worker on a socket of its own", host, port)
+    # A listener pickles into each worker as that worker's own socket (api/listeners.py).
+    sockets: list[Any] = [own] if own is not None else [config.bind_socket()]
+    supervisor = Multiprocess(config, sockets=sockets)
+    try:
+        supervisor.run()
+    finally:
+        if own is not None:
+            own.close()
     failed = any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes)
     return 1 if failed else 0
 

@@ -8,6 +8,7 @@ has the gateway's port as its local port), so no response header or log line is 
 from __future__ import annotations
 
 import asyncio
+import socket
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 
 MODEL = "replay-openai/gpt-4o-mini"
 ESTABLISHED = "01"
+LISTEN = "0A"
 
 
 def _children(parent: int) -> list[int]:
@@ -64,8 +66,8 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _accepted_connections(port: int) -> dict[str, int]:
-    """Inode -> remote port of every established TCP connection accepted on ``port``."""
+def _tcp_sockets(port: int, state: str) -> dict[str, int]:
+    """Inode -> remote port of every TCP socket in ``state`` whose local port is ``port``."""
     found = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -74,10 +76,20 @@ def _accepted_connections(port: int) -> dict[str, int]:
             continue
         for line in lines:
             fields = line.split()
-            local, remote, state, inode = fields[1], fields[2], fields[3], fields[9]
-            if state == ESTABLISHED and int(local.rsplit(":", 1)[1], 16) == port:
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if fields[3] == state and int(local.rsplit(":", 1)[1], 16) == port:
                 found[inode] = int(remote.rsplit(":", 1)[1], 16)
     return found
+
+
+def _accepted_connections(port: int) -> dict[str, int]:
+    """Inode -> remote port of every established TCP connection accepted on ``port``."""
+    return _tcp_sockets(port, ESTABLISHED)
+
+
+def _listening(port: int) -> set[str]:
+    """Inodes of the sockets listening on ``port``."""
+    return set(_tcp_sockets(port, LISTEN))
 
 
 def _serving_workers(gateway: GatewayProcess, workers: list[int]) -> dict[int, set[int]]:
@@ -194,3 +206,42 @@ async def test_two_workers_serve_and_meter_once(
     assert {r["stream"] for r in rows} == {0, 1}
     logs = gateway.logs()
     assert "Traceback" not in logs and " ERROR " not in logs, logs
+
+
+def _held_connections(port: int, count: int) -> list[socket.socket]:
+    """``count`` connections to ``port`` opened at once (as a load tool or a client pool
+    starting does), then each answered once (so a worker has accepted it) and left open."""
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(count)]
+    for conn in held:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nhost: gateway\r\n\r\n")
+    for conn in held:
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            answer += conn.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+    return held
+
+
+def test_connections_spread_over_the_workers(workers_gateway: GatewayProcess) -> None:
+    # With one shared listening socket the worker woken first accepts every connection that
+    # is waiting, so clients that connect together land on one worker (here 28, 30 and 32
+    # of 32 in three runs); each worker's own socket in a SO_REUSEPORT group spreads them by
+    # address (15 and 17). A share below 4 of 32 for either worker, were the kernel's hash
+    # random, has a chance of about 3 in a million.
+    gateway = workers_gateway
+    held: list[socket.socket] = []
+    try:
+        workers = _wait_for_workers(gateway, 2)
+        listening = _listening(gateway.port)
+        own = {pid: _socket_inodes(pid) & listening for pid in workers}
+        assert all(len(inodes) == 1 for inodes in own.values()), own
+        assert len(set.union(*own.values())) == 2  # not one shared socket
+        assert not _socket_inodes(gateway.pid) & listening  # the parent accepts nothing
+        held = _held_connections(gateway.port, 32)
+        serving = _serving_workers(gateway, workers)
+        assert sum(len(ports) for ports in serving.values()) == 32
+        assert all(len(ports) >= 4 for ports in serving.values()), serving
+    finally:
+        for conn in held:
+            conn.close()
+        assert gateway.stop() == 0
