@@ -145,7 +145,9 @@ class Admissions(Generic[T]):
 
     __slots__ = ("_annex", "_pool", "_splits")
 
-    MAX_SPLITS = 1024  # distinct (allow-list, capabilities) pairs kept; then start again
+    # Distinct (allow-list, capabilities) pairs kept per router; then start again. A split
+    # of a 451-model pool with its table holds 30-45 KB (tracemalloc): 64 keep it under 3 MB.
+    MAX_SPLITS = 64
 
     def __init__(
         self, pool: tuple[Candidate, ...], annex: Callable[[tuple[Candidate, ...]], T]
