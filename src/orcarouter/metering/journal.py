@@ -27,7 +27,7 @@ import fcntl
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -83,6 +83,7 @@ class UsageJournal:
         self._segments: dict[int, Segment] = {}
         self._opens: dict[str, bytes] = {}  # request id -> its open line, while in flight
         self._dir_dirty = False
+        self.on_dirty: Callable[[], None] | None = None  # told of writes the next fsync covers
         self.current = self._create()
 
     # --- appends (event loop) -----------------------------------------------------------------
@@ -157,6 +158,8 @@ class UsageJournal:
         segment.torn = False
         segment.size += written
         segment.dirty = True
+        if self.on_dirty is not None:
+            self.on_dirty()
 
     # --- segments -----------------------------------------------------------------------------
 
@@ -179,6 +182,8 @@ class UsageJournal:
         segment = Segment(number, path, fd, self._segment_bytes)
         self._segments[number] = segment
         self._dir_dirty = True
+        if self.on_dirty is not None:
+            self.on_dirty()
         return segment
 
     def _rotate(self) -> None:

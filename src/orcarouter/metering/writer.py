@@ -93,7 +93,11 @@ class UsageWriter:
         self.open_timeout = 2.0  # seconds a request waits for its open row at most (database)
         self._opens: deque[tuple[dict[str, Any], asyncio.Future[None]]] = deque()
         self._open_wakeup = asyncio.Event()
-        self._wakeup = asyncio.Event()
+        self._wakeup = asyncio.Event()  # a whole batch waits: write it now
+        # An idle gateway does not tick: the batch tick waits for a record, the fsync tick for
+        # a journal write (each was 20 wake-ups a second, record or not).
+        self._arrived = asyncio.Event()
+        self._appended = asyncio.Event()
         self._max_batch = max_batch
         self._interval = interval
         self._flushing = asyncio.Lock()
@@ -117,6 +121,7 @@ class UsageWriter:
         most ``max_queue`` records in memory (the rest in the journal only), and look for
         segments of stopped processes every ``recover_every`` seconds (``recover``)."""
         self.journal = UsageJournal(directory, fsync=fsync, segment_bytes=segment_bytes)
+        self.journal.on_dirty = self._appended.set
         self.open_rows = open_rows
         self._max_queue = max_queue
         self._recover_every = recover_every
@@ -143,6 +148,7 @@ class UsageWriter:
                 self._wakeup.set()
         else:
             self._spilled += 1
+        self._arrived.set()
         self.notify(record)
 
     async def open(self, record: UsageRecord) -> bool:
@@ -396,6 +402,9 @@ class UsageWriter:
     async def _run_batches(self) -> None:
         delay = self._interval
         while True:
+            if not self.pending:  # idle: no tick until a record arrives
+                self._arrived.clear()
+                await self._arrived.wait()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=delay)
             self._wakeup.clear()
@@ -412,9 +421,12 @@ class UsageWriter:
                 )
 
     async def _sync_loop(self, journal: UsageJournal) -> None:
-        """fsync what was appended, every tick, in a thread (a machine crash loses one tick)."""
+        """fsync what was appended, a tick after it was, in a thread (a machine crash loses one
+        tick)."""
         while True:
+            await self._appended.wait()  # idle: nothing written, nothing to sync
             await asyncio.sleep(self._interval)
+            self._appended.clear()
             fds, directory = journal.take_dirty()
             if fds or directory is not None:
                 await asyncio.to_thread(sync_all, fds, directory)

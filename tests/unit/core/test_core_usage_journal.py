@@ -490,6 +490,42 @@ async def test_the_fsync_runs_in_the_writer_loop(
     assert os.stat(writer.journal.current.path).st_size > 0
 
 
+async def test_an_idle_writer_does_not_tick(
+    any_store: Store, tmp_path: Path, running: list[asyncio.Task[None]]
+) -> None:
+    # An idle gateway should not wake 40 times a second: the batch tick waits for a record,
+    # the fsync tick for a journal write; each still comes one tick after there is work.
+    writer = UsageWriter(any_store.usage, any_store.keys, interval=0.01)
+    writer.use_journal(tmp_path)
+    journal = writer.journal
+    assert journal is not None
+    flushes: list[bool] = []
+    syncs: list[int] = []
+    flush, take_dirty = writer.flush, journal.take_dirty
+
+    async def counted_flush(*, whole_batches: bool = False) -> None:
+        flushes.append(whole_batches)
+        await flush(whole_batches=whole_batches)
+
+    def counted_take_dirty() -> tuple[list[int], Path | None]:
+        taken = take_dirty()
+        syncs.append(len(taken[0]))
+        return taken
+
+    writer.flush = counted_flush  # type: ignore[method-assign]
+    journal.take_dirty = counted_take_dirty  # type: ignore[method-assign]
+    running.append(asyncio.create_task(writer.run()))
+    await asyncio.sleep(0.2)  # twenty ticks' time
+    assert flushes == [] and syncs == []
+    writer.submit(_record(1))
+    await _eventually(lambda: writer.pending == 0 and bool(syncs))
+    assert flushes[:1] == [True] and syncs[0] == 1  # the record's segment was synced
+    flushed, synced = len(flushes), len(syncs)
+    await asyncio.sleep(0.2)
+    # then idle again (the commit's own journal line may take one more fsync)
+    assert len(flushes) == flushed and len(syncs) <= synced + 1
+
+
 def test_more_requests_in_flight_than_a_segment_holds_do_not_rotate_at_every_line(
     tmp_path: Path,
 ) -> None:
