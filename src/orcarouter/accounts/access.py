@@ -37,9 +37,7 @@ def router_access(principal: Principal, router_id: str) -> re.Pattern[str] | Non
     """What the key may reach through a router: its compiled model allow-list, or None for
     every model (no list, or a list naming the router itself: then the key may use whatever
     the router picks)."""
-    if not principal.model_limits_enabled or model_allowed(principal, router_id):
-        return None
-    return principal.model_matcher
+    return None if model_allowed(principal, router_id) else principal.model_matcher
 
 
 def check_access(

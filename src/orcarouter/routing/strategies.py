@@ -21,11 +21,12 @@ depends on dict or configuration order.
 
 A request through a router ranks every model its pool admits, which with a whole catalog behind
 it (three providers: about 80 chat models; with OpenRouter, about 450) is the largest per-request
-loop in the gateway. So a strategy works each candidate's cost out once, as a float, reads its
-day-long figures (price in effect, quality score) from ``DayFigures``, which the selector keeps
-per pool and day, and leaves the scores as figures, rendered to text only for the few that are
-recorded. Ties need no string comparisons: candidates are put in model-id order first (linear,
-as the selector's pool already is), and every sort after that is stable on a single number.
+loop in the gateway. So the day-long figures (price in effect, quality score) come from
+``DayFigures``, laid out in a ``CostTable`` that the selector keeps for each split of its pool;
+a request costs the table in one pass of floats and sorts positions, and a strategy returns a
+``Ranking``, which makes a ``Ranked`` (and renders its score) only for what is read. Ties need
+no string comparisons: a table is in model-id order, and every sort after that is stable on a
+single number.
 """
 
 from __future__ import annotations

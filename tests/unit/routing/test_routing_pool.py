@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 
@@ -71,7 +71,7 @@ def _random_needs(rng: random.Random) -> RequestNeeds:
 ACCESS = (None, re.compile(r"p/.*"), re.compile(r"q/m0.|p/m1."), re.compile(r"(?!x)x"))
 
 
-def _allowed(access: re.Pattern[str] | None) -> object:
+def _allowed(access: re.Pattern[str] | None) -> Callable[[str], bool]:
     if access is None:
         return lambda _m: True
     return lambda m: access.fullmatch(m) is not None
@@ -81,14 +81,20 @@ def test_admissions_split_as_the_plain_filter_does() -> None:
     rng = random.Random(7)
     pool = tuple(sorted(candidates(*(_random_model(rng, i) for i in range(60))), key=_by_id))
     admissions = Admissions(pool, lambda kept: ("annex", kept))
-    for _ in range(600):  # few distinct splits: most requests reuse one
+    for _ in range(600):  # up to 128 distinct splits: the kept ones fill, clear and refill
         needs, access = _random_needs(rng), rng.choice(ACCESS)
         kept, excluded, annex = admissions.split(needs, access)
-        expected_kept, expected_excluded = filter_candidates(pool, needs, _allowed(access))  # type: ignore[arg-type]
+        expected_kept, expected_excluded = filter_candidates(pool, needs, _allowed(access))
         assert list(kept) == expected_kept
         assert excluded == expected_excluded
-        # the annex comes only with the split's own candidates, never for a subset
-        assert annex is None or annex == ("annex", kept)
+        # the annex comes exactly when no kept candidate is too small: with the split's own
+        # candidates, never with a subset
+        capabilities_only = replace(needs, prompt_tokens=0, max_tokens=None)
+        split_kept, _ = filter_candidates(pool, capabilities_only, _allowed(access))
+        if expected_kept == split_kept:
+            assert annex == ("annex", kept)
+        else:
+            assert annex is None
 
 
 def _by_id(candidate: Candidate) -> str:
@@ -115,7 +121,7 @@ def test_selector_ranks_and_scores_as_the_plain_strategy_does(strategy: str) -> 
     ordered = sorted(pool, key=_by_id)
     for _ in range(150):
         needs, access = _random_needs(rng), rng.choice(ACCESS)
-        kept, excluded = filter_candidates(ordered, needs, _allowed(access))  # type: ignore[arg-type]
+        kept, excluded = filter_candidates(ordered, needs, _allowed(access))
         if not kept:
             continue
         decision = selector.route("ws", "orcarouter/r", needs, access)
