@@ -259,6 +259,7 @@ class Gateway:
         writer = UsageWriter(
             self.usage,
             self.keys,
+            interval=self.settings.usage.write_interval,
             observers=(self.stats.observe,),
             price=self.pricer.record_cost,
             wallets=self.wallets,

@@ -490,6 +490,20 @@ async def test_the_fsync_runs_in_the_writer_loop(
     assert os.stat(writer.journal.current.path).st_size > 0
 
 
+def _count_syncs(journal: UsageJournal) -> list[int]:
+    """Make ``journal`` note how many segments each fsync tick takes; the list it fills."""
+    syncs: list[int] = []
+    take_dirty = journal.take_dirty
+
+    def counted_take_dirty() -> tuple[list[int], Path | None]:
+        taken = take_dirty()
+        syncs.append(len(taken[0]))
+        return taken
+
+    journal.take_dirty = counted_take_dirty  # type: ignore[method-assign]
+    return syncs
+
+
 async def test_an_idle_writer_does_not_tick(
     any_store: Store, tmp_path: Path, running: list[asyncio.Task[None]]
 ) -> None:
@@ -500,20 +514,14 @@ async def test_an_idle_writer_does_not_tick(
     journal = writer.journal
     assert journal is not None
     flushes: list[bool] = []
-    syncs: list[int] = []
-    flush, take_dirty = writer.flush, journal.take_dirty
+    syncs = _count_syncs(journal)
+    flush = writer.flush
 
     async def counted_flush(*, whole_batches: bool = False) -> None:
         flushes.append(whole_batches)
         await flush(whole_batches=whole_batches)
 
-    def counted_take_dirty() -> tuple[list[int], Path | None]:
-        taken = take_dirty()
-        syncs.append(len(taken[0]))
-        return taken
-
     writer.flush = counted_flush  # type: ignore[method-assign]
-    journal.take_dirty = counted_take_dirty  # type: ignore[method-assign]
     running.append(asyncio.create_task(writer.run()))
     await asyncio.sleep(0.2)  # twenty ticks' time
     assert flushes == [] and syncs == []
@@ -524,6 +532,33 @@ async def test_an_idle_writer_does_not_tick(
     await asyncio.sleep(0.2)
     # then idle again (the commit's own journal line may take one more fsync)
     assert len(flushes) == flushed and len(syncs) <= synced + 1
+
+
+async def test_a_trickle_of_records_shares_one_transaction_and_is_synced_sooner(
+    any_store: Store, tmp_path: Path, running: list[asyncio.Task[None]]
+) -> None:
+    # A transaction costs about the same for one record as for forty, so records that arrive
+    # within one write interval go together; the journal's fsync does not wait for it.
+    writer = UsageWriter(any_store.usage, any_store.keys, interval=0.5)
+    writer.use_journal(tmp_path, sync_interval=0.01)
+    journal = writer.journal
+    assert journal is not None
+    batches: list[int] = []
+    synced = _count_syncs(journal)
+    write = writer._write
+
+    async def counted_write(records: list[UsageRecord]) -> None:
+        batches.append(len(records))
+        await write(records)
+
+    writer._write = counted_write  # type: ignore[method-assign]
+    running.append(asyncio.create_task(writer.run()))
+    for n in range(4):
+        writer.submit(_record(n))
+        await asyncio.sleep(0.05)
+    assert batches == [] and synced[:1] == [1]  # synced within 10 ms, not yet written
+    await _eventually(lambda: writer.pending == 0)
+    assert batches == [4]
 
 
 def test_more_requests_in_flight_than_a_segment_holds_do_not_rotate_at_every_line(
