@@ -182,11 +182,14 @@ class Ranking(Sequence[Ranked]):
 
     def __getitem__(self, index: int | slice) -> Ranked | list[Ranked]:
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self.candidates)))]
+            return [self._at(i) for i in range(*index.indices(len(self.candidates)))]
         if index < 0:
             index += len(self.candidates)
         if not 0 <= index < len(self.candidates):
             raise IndexError(index)
+        return self._at(index)
+
+    def _at(self, index: int) -> Ranked:
         made = self._made.get(index)
         if made is None:
             made = self._made[index] = self._rank(index)
@@ -195,11 +198,13 @@ class Ranking(Sequence[Ranked]):
     def then(self, last: Ranked) -> Ranking:
         """This order with ``last`` after it."""
         end = len(self.candidates)
-        return Ranking([*self.candidates, last.candidate], lambda i: last if i == end else self[i])
+        return Ranking(
+            [*self.candidates, last.candidate], lambda i: last if i == end else self._at(i)
+        )
 
     def only(self, positions: Sequence[int]) -> Ranking:
         """The candidates at ``positions``, in that order."""
-        return Ranking([self.candidates[i] for i in positions], lambda i: self[positions[i]])
+        return Ranking([self.candidates[i] for i in positions], lambda i: self._at(positions[i]))
 
 
 Strategy = Callable[[Sequence[Candidate], StrategyInput], Ranking]
