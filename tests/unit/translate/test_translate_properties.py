@@ -4,14 +4,27 @@ for any chunking of a response."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import replace
 from itertools import pairwise
+from types import MappingProxyType
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from orcarouter.canonical import Usage
 from orcarouter.translate import anthropic_messages as am
 from orcarouter.translate import openai_chat as oc
+from orcarouter.translate.common import deep_merge, residual
+from orcarouter.translate.usage import (
+    usage_from_anthropic,
+    usage_from_gemini,
+    usage_from_openai,
+    usage_to_anthropic,
+    usage_to_gemini,
+    usage_to_openai,
+)
 from tests.unit.translate.translate_support import (
     anthropic_accumulate,
     check_anthropic_event_invariants,
@@ -367,3 +380,87 @@ def test_openai_stream_equals_non_stream_in_anthropic(
     expected = am.response_to_canonical(am.response_from_canonical(oc.response_to_canonical(body)))
     assert response_essence(streamed) == response_essence(expected)
     assert oc.response_from_canonical(oc.response_to_canonical(body)) == body
+
+
+# ---- Residuals: what a wire sent beyond what the gateway renders -----------------------------
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-3, 3)
+    | st.integers(-3, 3).map(float)  # floats equal to ints (and bools)
+    | st.sampled_from(["", "a"])
+)
+nested = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=2)
+        | st.dictionaries(st.sampled_from("abc"), inner, max_size=3)
+        | st.dictionaries(st.sampled_from("abc"), inner, max_size=2).map(MappingProxyType)
+    ),
+    max_leaves=10,
+)
+objects = st.dictionaries(st.sampled_from("abcd"), nested, max_size=4)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with every mapping a dict, keeping each scalar's type (``1 != True`` here)."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return (type(value), value)
+
+
+@SETTINGS
+@given(objects, objects)
+def test_a_residual_merged_back_gives_the_original_types_included(
+    original: dict[str, Any], rendered: dict[str, Any]
+) -> None:
+    rest = residual(original, rendered)
+    merged = deep_merge(_plain_dicts(rendered), rest)
+    assert _plain(merged) == _plain(original)
+
+
+def _plain_dicts(value: Any) -> Any:
+    """A deep copy of ``value`` with every mapping a dict (``deep_merge`` works in place)."""
+    if isinstance(value, Mapping):
+        return {k: _plain_dicts(v) for k, v in value.items()}
+    return value
+
+
+@SETTINGS
+@given(
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.none() | st.integers(0, 100),
+    st.none() | st.integers(0, 100),
+    st.none() | st.integers(0, 100),
+    st.none() | st.dictionaries(st.sampled_from(["web_search_requests"]), st.integers(0, 9)),
+)
+def test_every_usage_reader_keeps_each_counter_beside_the_extras(
+    input_tokens: int,
+    output_tokens: int,
+    cache_read: int | None,
+    cache_write: int | None,
+    reasoning: int | None,
+    server_tools: dict[str, int] | None,
+) -> None:
+    usage = Usage(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cache_read_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        reasoning_tokens=reasoning,
+        server_tool_uses=server_tools,
+    )
+    for render, read in (
+        (usage_to_openai, usage_from_openai),
+        (usage_to_anthropic, usage_from_anthropic),
+        (usage_to_gemini, usage_from_gemini),
+    ):
+        plain = read(render(usage))
+        wire = {**render(usage), "vendor_counter": 7}  # something only that wire knows
+        again = read(wire)
+        assert render(again) == wire
+        assert again.extra != plain.extra and replace(again, extra=plain.extra) == plain
