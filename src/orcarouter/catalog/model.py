@@ -60,6 +60,14 @@ class Price:
     cache_write: Decimal | None = None
     per_call: Mapping[str, Decimal] = field(default_factory=lambda: MappingProxyType({}))
     tiers: tuple[PriceTier, ...] = ()
+    # ``input`` and ``output`` in millionths of a dollar per million tokens (so a request's
+    # cost in 1e-12 dollars is an integer sum), or None when a rate is finer than that.
+    micro_rates: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rates = (self.input * 1_000_000, self.output * 1_000_000)
+        exact = all(rate == rate.to_integral_value() for rate in rates)
+        object.__setattr__(self, "micro_rates", (int(rates[0]), int(rates[1])) if exact else None)
 
     def for_input_tokens(self, input_tokens: int) -> Price:
         """The price that applies to a request with this many input tokens (tiers resolved)."""

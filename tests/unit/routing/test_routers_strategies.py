@@ -6,13 +6,17 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 
-from orcarouter.catalog import PriceTier
+from hypothesis import given
+from hypothesis import strategies as st
+
+from orcarouter.catalog import Price, PriceTier
 from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.strategies import (
     Ranked,
     StrategyInput,
+    Usd,
     balanced,
     cheapest,
     fastest,
@@ -164,3 +168,31 @@ def test_weighted_with_no_weights_splits_evenly() -> None:
     rng = random.Random(3)
     firsts = Counter(_order(weighted(pool, _ctx("weighted", rng=rng)))[0] for _ in range(2000))
     assert 0.4 < firsts["p/a"] / 2000 < 0.6
+
+
+@given(
+    st.decimals(0, 200, places=6) | st.decimals(0, 200, places=7),  # 7: finer than the ints
+    st.decimals(0, 200, places=6),
+    st.integers(0, 2_000_000),
+    st.integers(1, 200_000),
+)
+def test_a_recorded_cost_is_the_exact_figure_rounded_half_to_even(
+    per_input: Decimal, per_output: Decimal, prompt: int, output: int
+) -> None:
+    price = Price(TODAY, input=per_input, output=per_output)
+    needs = RequestNeeds(prompt_tokens=prompt, max_tokens=output)
+    exact = (per_input * prompt + per_output * output) / 1_000_000
+    expected = exact.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN)
+    assert f"{Usd(price, needs)}" == f"${expected}"
+
+
+def test_a_recorded_cost_halfway_between_two_micro_dollars_goes_to_the_even_one() -> None:
+    price = Price(TODAY, input=Decimal("0.000001"), output=Decimal(0))  # 1e-12 $ a token
+    assert price.micro_rates == (1, 0)
+    halves = [
+        f"{Usd(price, RequestNeeds(prompt_tokens=n, max_tokens=1))}" for n in (500_000, 1_500_000)
+    ]
+    assert halves == ["$0.000000", "$0.000002"]
+    finer = Price(TODAY, input=Decimal("0.0000001"), output=Decimal(0))
+    assert finer.micro_rates is None
+    assert f"{Usd(finer, RequestNeeds(prompt_tokens=5_000_000, max_tokens=1))}" == "$0.000000"
