@@ -117,37 +117,28 @@ class StrategyInput:
     table: CostTable | None = None  # the candidates' costing table, when the selector kept one
 
 
-class Usd:
+def usd_text(price: Price | None, needs: RequestNeeds) -> str:
     """A request's expected cost as the record shows it: in USD to the micro-dollar (rounded
-    half to even), or ``unpriced``; worked out exactly only when rendered."""
-
-    __slots__ = ("needs", "price")
-
-    def __init__(self, price: Price | None, needs: RequestNeeds) -> None:
-        self.price = price
-        self.needs = needs
-
-    def __format__(self, spec: str) -> str:
-        price = self.price
-        if price is None:
-            return "unpriced"
-        rates = price.micro_rates
-        if rates is None:  # a rate finer than the integers hold
-            return f"${_usd(price, self.needs).quantize(MICRO)}"
-        # In integers: 0.6 µs against 1.3 for the same figure in Decimal.
-        needs = self.needs
-        total = rates[0] * needs.prompt_tokens + rates[1] * needs.expected_output_tokens
-        micros, rest = divmod(total, 1_000_000)
-        if rest > 500_000 or (rest == 500_000 and micros & 1):
-            micros += 1
-        dollars, fraction = divmod(micros, 1_000_000)
-        return f"${dollars}.{fraction:06d}"
+    half to even, exactly), or ``unpriced``."""
+    if price is None:
+        return "unpriced"
+    rates = price.micro_rates
+    if rates is None:  # a rate finer than the integers hold
+        return f"${_usd(price, needs).quantize(MICRO)}"
+    # In integers: 0.6 µs against 1.3 for the same figure in Decimal.
+    total = rates[0] * needs.prompt_tokens + rates[1] * needs.expected_output_tokens
+    micros, rest = divmod(total, 1_000_000)
+    if rest > 500_000 or (rest == 500_000 and micros & 1):
+        micros += 1
+    dollars, fraction = divmod(micros, 1_000_000)
+    return f"${dollars}.{fraction:06d}"
 
 
 @dataclass(slots=True)  # not frozen: made once per candidate, and frozen costs 3x
 class Ranked:
-    """A candidate in its place, with the figures the strategy placed it by: ``score`` renders
-    them into ``template`` for the record (only the recorded few ever are)."""
+    """A candidate in its place, with its score: the text itself (strategies whose
+    ``Ranking`` makes a ``Ranked`` only when read), or a ``template`` and the ``figures`` it
+    is rendered from on first read (strategies that place every candidate up front)."""
 
     candidate: Candidate
     template: str
@@ -290,11 +281,13 @@ def _by_cost(candidates: Sequence[Candidate], ctx: StrategyInput) -> Costed:
     positions = sorted(range(len(costs)), key=costs.__getitem__)  # stable: ties by model id
     priced, qualities = table.priced, table.qualities
     unpriced = table.unpriced
-    return Costed(
-        [*(priced[i] for i in positions), *unpriced],
-        [*(prices[i] for i in positions), *(None for _ in unpriced)],
-        [*(qualities[i] for i in positions), *qualities[len(priced) :]],
-    )
+    order = [priced[i] for i in positions]  # list displays: a generator costs 2x per item
+    order += unpriced
+    ordered_prices: list[Price | None] = [prices[i] for i in positions]
+    ordered_prices += [None] * len(unpriced)
+    ordered_qualities = [qualities[i] for i in positions]
+    ordered_qualities += qualities[len(priced) :]
+    return Costed(order, ordered_prices, ordered_qualities)
 
 
 def _first(item: tuple[Any, ...]) -> Any:
@@ -309,7 +302,7 @@ def cheapest(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     """Lowest expected cost first."""
     costed, needs = _by_cost(candidates, ctx), ctx.needs
     order, prices = costed.order, costed.prices
-    return Ranking(order, lambda i: Ranked(order[i], "{}", (Usd(prices[i], needs),)))
+    return Ranking(order, lambda i: Ranked(order[i], usd_text(prices[i], needs)))
 
 
 def _year(release_date: str | None) -> float | None:
@@ -364,7 +357,7 @@ def quality(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     lower = [-q for q in qualities]
     positions = sorted(range(len(lower)), key=lower.__getitem__)  # stable: cheaper first
     order = [costed.order[i] for i in positions]
-    return Ranking(order, lambda i: Ranked(order[i], "quality {}", (qualities[positions[i]],)))
+    return Ranking(order, lambda i: Ranked(order[i], f"quality {qualities[positions[i]]}"))
 
 
 def balanced(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
@@ -381,8 +374,8 @@ def balanced(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
 
     def rank(i: int) -> Ranked:
         q, price = qualities[positions[i]], prices[positions[i]]
-        figures = (q, ">=" if q >= bar else "<", bar, Usd(price, needs))
-        return Ranked(order[i], "quality {} {} bar {}, {}", figures)
+        meets = ">=" if q >= bar else "<"
+        return Ranked(order[i], f"quality {q} {meets} bar {bar}, {usd_text(price, needs)}")
 
     return Ranking(order, rank)
 

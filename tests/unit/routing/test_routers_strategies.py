@@ -16,13 +16,13 @@ from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.strategies import (
     Ranked,
     StrategyInput,
-    Usd,
     balanced,
     cheapest,
     fastest,
     priority,
     quality,
     quality_score,
+    usd_text,
     weighted,
 )
 from tests.unit.routing.routers_support import (
@@ -183,16 +183,16 @@ def test_a_recorded_cost_is_the_exact_figure_rounded_half_to_even(
     needs = RequestNeeds(prompt_tokens=prompt, max_tokens=output)
     exact = (per_input * prompt + per_output * output) / 1_000_000
     expected = exact.quantize(Decimal("0.000001"), rounding=ROUND_HALF_EVEN)
-    assert f"{Usd(price, needs)}" == f"${expected}"
+    assert usd_text(price, needs) == f"${expected}"
 
 
 def test_a_recorded_cost_halfway_between_two_micro_dollars_goes_to_the_even_one() -> None:
     price = Price(TODAY, input=Decimal("0.000001"), output=Decimal(0))  # 1e-12 $ a token
     assert price.micro_rates == (1, 0)
     halves = [
-        f"{Usd(price, RequestNeeds(prompt_tokens=n, max_tokens=1))}" for n in (500_000, 1_500_000)
+        usd_text(price, RequestNeeds(prompt_tokens=n, max_tokens=1)) for n in (500_000, 1_500_000)
     ]
     assert halves == ["$0.000000", "$0.000002"]
     finer = Price(TODAY, input=Decimal("0.0000001"), output=Decimal(0))
     assert finer.micro_rates is None
-    assert f"{Usd(finer, RequestNeeds(prompt_tokens=5_000_000, max_tokens=1))}" == "$0.000000"
+    assert usd_text(finer, RequestNeeds(prompt_tokens=5_000_000, max_tokens=1)) == "$0.000000"
