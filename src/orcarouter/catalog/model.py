@@ -66,7 +66,7 @@ class Price:
 
     def __post_init__(self) -> None:
         rates = (self.input * 1_000_000, self.output * 1_000_000)
-        exact = all(rate == rate.to_integral_value() for rate in rates)
+        exact = all(rate.is_finite() and rate == rate.to_integral_value() for rate in rates)
         object.__setattr__(self, "micro_rates", (int(rates[0]), int(rates[1])) if exact else None)
 
     def for_input_tokens(self, input_tokens: int) -> Price:

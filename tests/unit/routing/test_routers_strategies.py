@@ -195,4 +195,5 @@ def test_a_recorded_cost_halfway_between_two_micro_dollars_goes_to_the_even_one(
     assert halves == ["$0.000000", "$0.000002"]
     finer = Price(TODAY, input=Decimal("0.0000001"), output=Decimal(0))
     assert finer.micro_rates is None
+    assert Price(TODAY, input=Decimal("Infinity"), output=Decimal(1)).micro_rates is None
     assert usd_text(finer, RequestNeeds(prompt_tokens=5_000_000, max_tokens=1)) == "$0.000000"
