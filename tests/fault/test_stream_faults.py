@@ -19,6 +19,7 @@ from tests.support.gateway import GatewayProcess
 from tests.support.replay import (
     ReplayUpstream,
     anthropic_event,
+    anthropic_message_start,
     openai_chunk,
     sse_answer,
     stall_before_headers,
@@ -110,19 +111,7 @@ def test_openai_stream_reset_after_first_token_ends_with_error_event(
 def test_anthropic_stream_idle_timeout_ends_with_error_event(
     gateway: GatewayProcess, upstream: ReplayUpstream
 ) -> None:
-    start = {
-        "type": "message_start",
-        "message": {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-x",
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 9, "output_tokens": 1},
-        },
-    }
+    start = anthropic_message_start()
     events = [anthropic_event("message_start", start)]
     upstream.expect(sse_answer(events, "hang"))
     client = anthropic.Anthropic(base_url=gateway.base_url, api_key=ADMIN_KEY, max_retries=0)

@@ -167,6 +167,23 @@ async def wait_for_close(request: web.Request, seen: Received, limit: float = 30
         await asyncio.sleep(0.02)
 
 
+def anthropic_message_start(input_tokens: int = 9) -> dict[str, Any]:
+    """A ``message_start`` event's data: an empty assistant message with its input usage."""
+    return {
+        "type": "message_start",
+        "message": {
+            "id": "msg_1",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-x",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1},
+        },
+    }
+
+
 def anthropic_event(name: str, data: dict[str, Any]) -> bytes:
     """One named Anthropic stream event."""
     return f"event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n"

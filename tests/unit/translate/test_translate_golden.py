@@ -28,6 +28,7 @@ from orcarouter.translate import anthropic_messages as am
 from orcarouter.translate import openai_chat as oc
 from orcarouter.translate.stop_reasons import stop_from_gemini
 from tests.support.recordings import load_family
+from tests.support.replay import anthropic_message_start
 from tests.unit.translate.translate_support import (
     anthropic_accumulate,
     check_anthropic_event_invariants,
@@ -41,19 +42,7 @@ SIG = "EqQBCkYIBxgCKkB-signature"
 
 def anthropic_sse(*events: dict[str, Any]) -> list[dict[str, Any]]:
     """A message_start + the given events + message_delta/stop, as decoded event dicts."""
-    start = {
-        "type": "message_start",
-        "message": {
-            "id": "msg_1",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-x",
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {"input_tokens": 10, "output_tokens": 1},
-        },
-    }
+    start = anthropic_message_start(input_tokens=10)
     stop = {
         "type": "message_delta",
         "delta": {"stop_reason": "tool_use", "stop_sequence": None},
