@@ -194,9 +194,21 @@ def residual(original: Mapping[str, Any], rendered: Mapping[str, Any]) -> JsonDi
             nested = residual(value, mine)
             if nested:
                 out[key] = nested
-        elif value != mine or kind is not type(mine):
+        elif value != mine or not identical(value, mine):
             out[key] = value
     return out
+
+
+def identical(a: Any, b: Any) -> bool:
+    """JSON equality that tells ``false`` from ``0`` and ``1.0`` from ``1``, in lists too
+    (Python's ``==`` does not)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) is list:
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping):
+        return a.keys() == b.keys() and all(identical(v, b[k]) for k, v in a.items())
+    return bool(a == b)
 
 
 _SCALARS = frozenset({int, float, str, bool, type(None)})  # JSON's, never a Mapping

@@ -10,7 +10,7 @@ from itertools import pairwise
 from types import MappingProxyType
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from orcarouter.canonical import Usage
@@ -414,6 +414,8 @@ def _plain(value: Any) -> Any:
 
 @SETTINGS
 @given(objects, objects)
+@example({"c": [[False, None]]}, {"c": [[0, None]]})  # == says these lists are equal
+@example({"c": [MappingProxyType({"a": 1.0})]}, {"c": [MappingProxyType({"a": 1})]})
 def test_a_residual_merged_back_gives_the_original_types_included(
     original: dict[str, Any], rendered: dict[str, Any]
 ) -> None:
