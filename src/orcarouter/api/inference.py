@@ -31,6 +31,7 @@ from orcarouter.accounts.rate_limits import (
 )
 from orcarouter.api.asgi import (
     DISCONNECT_EXTENSION,
+    WRITE_EXTENSION,
     ClientDisconnected,
     Receive,
     Scope,
@@ -269,6 +270,7 @@ class InferenceEndpoint:
         """Serve one request end to end."""
         exchange = Exchange(new_request_id(), time.perf_counter(), self.dialect)
         exchange.headers.append((b"x-orca-request-id", exchange.request_id.encode()))
+        exchange.write_body = scope.get("extensions", _NO_EXTENSIONS).get(WRITE_EXTENSION)
         headers = header_map(scope)
         try:
             principal = await authenticate(self._ctx.keys, headers)

@@ -2,7 +2,10 @@
 
 Streams are forwarded event by event as they arrive, so memory per stream is bounded by one
 event. The first forwarded event commits the response; an error after that becomes one
-terminal error event in the client's dialect, never a clean end.
+terminal error event in the client's dialect, never a clean end. After the first event, when
+the server can write directly, each upstream read goes to the client from the read callback
+itself (``push``): a model's stream is a read per event, and a task wake-up per read cost more
+than translating the event.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from orcarouter.api.asgi import Send, respond
+from orcarouter.api.asgi import Send, WriteBody, respond
 from orcarouter.api.dialects import Dialect
 from orcarouter.errors import (
     GatewayError,
@@ -46,6 +49,7 @@ class Exchange:
     client_gone: bool = False
     retry_ticket: bool = False  # holds one of the retry budget's tickets
     retry_after: str | None = None  # an upstream 429's Retry-After, for the health book
+    write_body: WriteBody | None = None  # the server's direct body writer, when it offers one
 
     def elapsed_ms(self) -> int:
         """Milliseconds since the request arrived."""
@@ -194,7 +198,7 @@ async def relay_stream(
     try:
         try:
             async with asyncio.timeout_at(first_event_by) as deadline:
-                async for chunk in response.iter_chunks():
+                while (chunk := await response.next_chunk()) is not None:
                     out = [
                         data for event in splitter.feed(chunk) if (data := observer.observe(event))
                     ]
@@ -206,6 +210,8 @@ async def relay_stream(
                         await forward_events(out, exchange, record, send)
                         if deadline.when() is not None:
                             deadline.reschedule(None)
+                        if exchange.write_body is not None:
+                            await _push(response, splitter, observer, exchange.write_body)
                 tail = splitter.close()
                 last = (observer.observe(tail) if tail is not None else b"") + observer.close()
                 if peek and not exchange.committed and observer.error_type is not None:
@@ -224,15 +230,52 @@ async def relay_stream(
     except GatewayError as error:
         await end_with_error(error, exchange, record, send)
     finally:
-        record.usage = observer.usage
-        record.produced = observer.produced
-        record.upstream_model = observer.upstream_model
-        if observer.error_type is not None:
-            record.outcome = "error"
-            record.error_type = observer.error_type
+        _note(observer, record)
     if exchange.committed and not exchange.finished:
         exchange.finished = True
         await send({"type": "http.response.body", "body": b""})
+
+
+def _note(observer: StreamObserver, record: UsageRecord) -> None:
+    """What the stream said about usage, the model and errors, into the usage record."""
+    record.usage = observer.usage
+    record.produced = observer.produced
+    record.upstream_model = observer.upstream_model
+    if observer.error_type is not None:
+        record.outcome = "error"
+        record.error_type = observer.error_type
+
+
+async def _push(
+    response: UpstreamResponse,
+    splitter: SSESplitter,
+    observer: StreamObserver,
+    write: WriteBody,
+) -> None:
+    """The rest of the stream, each read relayed from the upstream connection's read callback
+    (no task wake-up per read) until the body ends; a failure in it is raised here."""
+    failure: list[Exception] = []
+
+    def sink(chunk: bytes) -> asyncio.Future[None] | None:
+        if failure:
+            return None
+        try:
+            out = [data for event in splitter.feed(chunk) if (data := observer.observe(event))]
+        except Exception as exc:  # an oversized event, an untranslatable one: the task ends it
+            failure.append(exc)
+            response.close()
+            return None
+        if not out:
+            return None
+        return write(out[0] if len(out) == 1 else b"".join(out))
+
+    try:
+        await response.push(sink)
+    except GatewayError:
+        if not failure:
+            raise
+    if failure:
+        raise failure[0]
 
 
 async def forward_events(

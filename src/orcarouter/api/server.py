@@ -38,7 +38,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 from uvicorn.server import ServerState
 
-from orcarouter.api.asgi import DISCONNECT_EXTENSION
+from orcarouter.api.asgi import DISCONNECT_EXTENSION, WRITE_EXTENSION
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,10 @@ class ServerProtocol(asyncio.Protocol):
             "query_string": query,
             "headers": self._headers,
             "state": self.app_state.copy(),
-            "extensions": {DISCONNECT_EXTENSION: exchange.on_disconnect},
+            "extensions": {
+                DISCONNECT_EXTENSION: exchange.on_disconnect,
+                WRITE_EXTENSION: exchange.write_body,
+            },
         }
         if version == "1.0" and parser.should_keep_alive():
             exchange.keep_alive = True
@@ -521,10 +524,24 @@ class Exchange:
             return
         if kind != "http.response.body":
             raise RuntimeError(f"expected 'http.response.body', got {kind!r}")
+        self._write(message.get("body", b""), message.get("more_body", False))
+
+    def write_body(self, data: bytes) -> asyncio.Future[None] | None:
+        """``orcarouter.write_body``: a part of the started response's body, written at once;
+        the connection's pause while the client's buffer is full, else None."""
+        if self.disconnected:
+            return None
+        if not self.started:
+            raise RuntimeError("expected 'http.response.start' before the body")
+        self._write(data, True)
+        paused = self.protocol.write_paused
+        return paused if paused is not None and not paused.done() else None
+
+    def _write(self, data: bytes, more: bool) -> None:
         if self.complete:
             raise RuntimeError("the response is already complete")
-        more = message.get("more_body", False)
-        body = self._frame(message.get("body", b""), more)
+        protocol = self.protocol
+        body = self._frame(data, more)
         transport = protocol.transport
         assert transport is not None
         head = self.head

@@ -22,7 +22,7 @@ import re
 import ssl
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar, cast, overload
 from urllib.parse import quote, urlsplit
@@ -47,6 +47,9 @@ _TARGET_SAFE = "/?&=%:@!$'()*+,;~-._"
 _OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "accept-encoding"})
 _D = TypeVar("_D")
 _Key = tuple[str, str, int]
+# Takes body bytes as they are read; returns a future while its consumer can take no more (the
+# socket is not read until it is done), else None. It must not raise.
+Sink = Callable[[bytes], "asyncio.Future[None] | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +148,8 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_chunks", "_client", "_coding", "_decoder", "_first_by", "_interim", "_last_data",
-        "_loop", "_parser", "_paused", "_room", "_timeouts", "_timer", "_timer_at", "_total_by",
+        "_loop", "_parser", "_paused", "_room", "_sink", "_timeouts", "_timer", "_timer_at",
+        "_total_by",
         "_waiter", "buffered", "closed", "complete", "counted", "error", "headers",
         "headers_done", "idle", "idle_since", "keep_alive", "key", "received", "status",
         "transport",
@@ -157,6 +161,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._sink: Sink | None = None
         self._chunks: list[bytes] = []
         self._decoder: zlib._Decompress | None = None
         self.headers: list[tuple[bytes, bytes]] = []
@@ -198,6 +203,21 @@ class _Connection(asyncio.Protocol):
             self._last_data = self._loop.time()
             self.transport.resume_reading()
         return chunks
+
+    def deliver(self, body: bytes, sink: Sink) -> None:
+        """Hand ``body`` to ``sink``; stop reading the socket while the sink is full."""
+        full = sink(body)
+        if full is not None and not self._paused and not self.closed:
+            self._paused = True
+            self.transport.pause_reading()
+            full.add_done_callback(self._sink_ready)
+
+    def _sink_ready(self, _: object = None) -> None:
+        """Read the socket again (the sink took what it had, or the exchange is over)."""
+        if self._paused and not self.closed:
+            self._paused = False
+            self._last_data = self._loop.time()
+            self.transport.resume_reading()
 
     async def wait(self) -> None:
         """Until the next response event (headers, body, end, failure)."""
@@ -351,6 +371,9 @@ class _Connection(asyncio.Protocol):
                 ) from None
             if not body:
                 return
+        if self._sink is not None:
+            self.deliver(body, self._sink)
+            return
         self._chunks.append(body)
         self.buffered += len(body)
         if self.buffered > HIGH_WATER and not self._paused:
@@ -366,7 +389,10 @@ class _Connection(asyncio.Protocol):
 
     def _finish(self, keep_alive: bool) -> None:
         if self._decoder is not None and (tail := self._decoder.flush()):
-            self._chunks.append(tail)
+            if self._sink is not None:
+                self.deliver(tail, self._sink)
+            else:
+                self._chunks.append(tail)
         self.keep_alive = keep_alive
         self.complete = True
         self._wake()
@@ -422,21 +448,53 @@ class UpstreamResponse:
             self.close()
             raise
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (what is buffered comes as one piece)."""
+    async def next_chunk(self) -> bytes | None:
+        """The body bytes that arrived since the last call (what is buffered comes as one
+        piece), waiting for some; None at the end of the body."""
         conn = self._conn
         try:
             while True:
                 if conn.has_data:
                     chunks = conn.take()
-                    yield chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                elif conn.complete:
-                    return
-                elif conn.error is not None:
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if conn.complete:
+                    return None
+                if conn.error is not None:
                     raise conn.error
-                else:
+                await conn.wait()
+        except BaseException:  # cancelled or failed: the connection is done for
+            self.close()
+            raise
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (what is buffered comes as one piece)."""
+        try:
+            while (chunk := await self.next_chunk()) is not None:
+                yield chunk
+        except BaseException:  # abandoned (or failed): the connection is done for
+            self.close()
+            raise
+
+    async def push(self, sink: Sink) -> None:
+        """Hand the rest of the body to ``sink`` from the connection's own read callback, so
+        that a read costs no task wake-up (a model's stream is a read per event); what is
+        buffered goes first. Returns at the end of the body; raises the connection's error."""
+        conn = self._conn
+        try:
+            if conn.has_data:
+                chunks = conn.take()
+                conn.deliver(chunks[0] if len(chunks) == 1 else b"".join(chunks), sink)
+            conn._sink = sink
+            try:
+                while not conn.complete:
+                    if conn.error is not None:
+                        raise conn.error
                     await conn.wait()
-        except BaseException:  # cancelled, abandoned or failed: the connection is done for
+            finally:
+                conn._sink = None
+                if conn.complete:  # the body is whole: a pooled connection must be read again
+                    conn._sink_ready()
+        except BaseException:
             self.close()
             raise
 

@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 
 import aiohttp
+import pytest
 
-from orcarouter.api.asgi import Receive, Scope, Send
+from orcarouter.api.asgi import WRITE_EXTENSION, Receive, Scope, Send
 from orcarouter.api.server import HIGH_WATER
 from tests.unit.api.server_support import (
     TIMEOUT,
@@ -277,6 +278,38 @@ async def test_slow_client_gets_the_whole_streamed_response(pauses: list[int]) -
         assert size == len(part) * count
         assert digest.hexdigest() == hashlib.sha256(part * count).hexdigest()
     assert pauses
+
+
+async def test_the_direct_body_writer_frames_each_part_and_reports_a_full_client(
+    pauses: list[int],
+) -> None:
+    """``orcarouter.write_body``: parts written at once (no message, no await), framed like
+    ``send``'s; while the client's buffer is full it returns the pause to wait for."""
+    part = bytes(range(256)) * 256  # 64 KiB
+    fulls: list[asyncio.Future[None]] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        write = scope["extensions"][WRITE_EXTENSION]
+        with pytest.raises(RuntimeError, match=r"http\.response\.start"):
+            write(b"too early")
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(256):  # 16 MiB, more than the socket buffers hold
+            full = write(part)
+            if full is not None:
+                fulls.append(full)
+                await full
+        await send({"type": "http.response.body", "body": b""})
+
+    async with serving(app) as running, connection(running.port) as (reader, writer):
+        writer.write(get())
+        await asyncio.sleep(0.2)  # not reading yet: the client's buffer fills
+        response = await read_response(reader)
+        assert response.header("transfer-encoding") == "chunked"
+        assert response.body == part * 256
+        assert response.raw.endswith(b"\r\n10000\r\n" + part + b"\r\n0\r\n\r\n")
+    assert pauses
+    assert fulls
+    assert all(full.done() for full in fulls)
 
 
 async def test_head_response_has_headers_and_no_body() -> None:
