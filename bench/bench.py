@@ -11,6 +11,7 @@ BENCH_CONNECTIONS (32), BENCH_RATE (req/s, 200), BENCH_LATENCY_DURATION (s, 10),
 BENCH_LATENCY_WARMUP (s, 1), BENCH_GATEWAY_CPU (0), BENCH_LOAD_CPU (1),
 BENCH_NGINX_PROXY (1: also measure nginx proxy_pass), BENCH_SCENARIOS (comma-separated names),
 BENCH_GATEWAY_SRC (run the gateway from another checkout's ``src`` directory, for A/B runs),
+BENCH_PACED_RATE (streams/s of the paced scenarios, 50; 0 skips them), BENCH_PACE_MS (2),
 BENCH_WORKERS (2: also compare ``serve --workers 1`` with ``--workers 2`` on both cores; 1 or 0
 skips that comparison), BENCH_SOAK_REQUESTS (1000000: after the latency runs, closed-loop load
 cycling through the scenarios until the gateway has served this many more requests, with its RSS
@@ -22,16 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import importlib.metadata
 import os
-import platform
 import re
 import resource
 import secrets
 import shlex
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,8 +44,10 @@ import aiohttp
 import orjson
 import payloads
 import report
+from evidence import ledger, log_problems
+from host import machine
 from procfs import cmdline, core_busy_seconds, cpu_seconds, descendants, memory_kib
-from scenarios import SCENARIOS, Scenario, by_provider, gateway_config, key_request
+from scenarios import SCENARIOS, Scenario, by_provider, gateway_config, key_request, paced
 
 from orcarouter.accounts.keys import DEFAULT_WORKSPACE
 
@@ -84,6 +84,8 @@ class Options:
     scenarios: tuple[str, ...]
     workers: int = 2  # the multi-worker comparison: --workers 1 vs --workers N (N < 2: skip)
     soak_requests: int = 1_000_000  # requests of the memory soak (0: skip)
+    paced_rate: float = 50  # streams/s of the paced streams (0: skip them)
+    pace_ms: float = 2  # the pause before each event of a paced stream
 
     @classmethod
     def from_env(cls) -> Options:
@@ -102,6 +104,8 @@ class Options:
             scenarios=tuple(n.strip() for n in names.split(",") if n.strip()),
             workers=int(_env_num("BENCH_WORKERS", 2)),
             soak_requests=int(_env_num("BENCH_SOAK_REQUESTS", 1_000_000)),
+            paced_rate=_env_num("BENCH_PACED_RATE", 50),
+            pace_ms=_env_num("BENCH_PACE_MS", 2),
         )
 
     @property
@@ -211,11 +215,23 @@ class Snapshot:
 # --------------------------------------------------------------------------- fake upstream
 
 
-def write_upstream(tmp: Path, port: int, scenarios: Sequence[Scenario]) -> Path:
-    """The upstream nginx config and the files it serves for POST (via ``error_page 405``)."""
+def write_upstream(
+    tmp: Path, port: int, scenarios: Sequence[Scenario], pacer_port: int | None = None
+) -> Path:
+    """The upstream nginx config and the files it serves for POST (via ``error_page 405``);
+    paced scenarios are passed to the pacer on ``pacer_port``, unbuffered."""
     www = tmp / "www"
     locations = []
     for scenario in scenarios:
+        if scenario.paced:
+            locations.append(
+                f"        location = {scenario.upstream_path} {{\n"
+                f"            proxy_pass http://{HOST}:{pacer_port};\n"
+                "            proxy_http_version 1.1;\n"
+                "            proxy_buffering off;\n"
+                "        }\n"
+            )
+            continue
         target = www / scenario.upstream_path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(scenario.response)
@@ -242,6 +258,27 @@ def write_upstream(tmp: Path, port: int, scenarios: Sequence[Scenario]) -> Path:
         + "    }\n}\n"
     )
     return conf
+
+
+def start_pacer(bench: Bench) -> int:
+    """Start ``pacer.py`` for the paced scenarios on the load's core; its port."""
+    port, spec = free_port(), {}
+    for scenario in bench.paced:
+        answer = bench.tmp / f"paced-{scenario.provider_id}.txt"
+        answer.write_bytes(scenario.response)
+        pause = bench.opts.pace_ms / 1000
+        spec[scenario.upstream_path] = {
+            "file": str(answer), "content_type": scenario.content_type, "pause_s": pause,
+        }  # fmt: skip
+    (bench.tmp / "pacer.json").write_bytes(orjson.dumps(spec))
+    argv = [
+        "taskset", "-c", str(bench.opts.load_cpu), sys.executable, str(BENCH_DIR / "pacer.py"),
+        str(bench.tmp / "pacer.json"), str(port),
+    ]  # fmt: skip
+    with (bench.tmp / "pacer.out").open("wb") as handle:
+        pacer = bench.services.start(argv, stdout=handle)
+    wait_http(f"http://{HOST}:{port}/healthz", pacer, "pacer", bench.tmp / "pacer.out")
+    return port
 
 
 def write_proxy(tmp: Path, port: int, upstream_port: int) -> Path:
@@ -353,6 +390,7 @@ class Bench:
     scenarios: list[Scenario]
     targets: list[Target] = field(default_factory=list)
     bodies: dict[tuple[str, str], Path] = field(default_factory=dict)
+    paced: list[Scenario] = field(default_factory=list)  # measured apart (``pacer.py``)
 
     def body_file(self, scenario: Scenario, target: Target) -> Path:
         """The request body on disk (wrk and the load generator read it from there)."""
@@ -417,13 +455,15 @@ class Bench:
             time.sleep(0.1)
         raise RuntimeError(f"usage records still pending {DRAIN_TIMEOUT_S} s after a run")
 
-    def loadgen(self, scenario: Scenario, target: Target) -> dict[str, Any]:
-        """One open-loop run at the fixed rate; returns the generator's summary and CPU time."""
+    def loadgen(
+        self, scenario: Scenario, target: Target, rate: float | None = None
+    ) -> dict[str, Any]:
+        """One open-loop run at the fixed rate (or ``rate``); the generator's summary and CPU."""
         spec = {
             "url": target.url(scenario),
             "body_file": str(self.body_file(scenario, target)),
             "headers": target.headers(scenario),
-            "rate": self.opts.rate,
+            "rate": rate or self.opts.rate,
             "duration": self.opts.latency_duration,
             "warmup": self.opts.latency_warmup,
             "timeout": 10.0,
@@ -522,7 +562,7 @@ async def _fetch(url: str, body: bytes, headers: Mapping[str, str]) -> tuple[int
 def precheck(bench: Bench, targets: Sequence[Target] | None = None) -> list[dict[str, Any]]:
     """One request per scenario and target: status 200 and the upstream's exact bytes back."""
     rows: list[dict[str, Any]] = []
-    for scenario in bench.scenarios:
+    for scenario in [*bench.scenarios, *bench.paced]:
         for target in bench.targets if targets is None else targets:
             status, raw, resolved = asyncio.run(
                 _fetch(
@@ -544,79 +584,6 @@ def precheck(bench: Bench, targets: Sequence[Target] | None = None) -> list[dict
                 }
             )
     return rows
-
-
-def ledger(database: Path) -> tuple[list[tuple[Any, ...]], str | None]:
-    """The gateway's usage records grouped by model, stream, status and outcome."""
-    if not database.exists():
-        return [], f"no database at {database}"
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
-            rows = db.execute(
-                "SELECT model_requested || ' -> ' || COALESCE(model_served, '-'), stream, "
-                "status_code, outcome, COALESCE(error_type, ''), COUNT(*), "
-                "SUM(total_tokens IS NULL OR cost_micros IS NULL) "
-                "FROM usage_records GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 3, 4"
-            ).fetchall()
-    except sqlite3.Error as exc:
-        return [], f"could not read usage records: {exc}"
-    return rows, None
-
-
-def log_problems(path: Path) -> tuple[int, list[str]]:
-    """Lines of the gateway log that report a warning, an error or a traceback."""
-    pattern = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b")
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    bad = [line for line in lines if pattern.search(line)]
-    return len(lines), bad
-
-
-# --------------------------------------------------------------------------- machine
-
-
-def machine() -> dict[str, str]:
-    """What the numbers were measured on."""
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-
-    def first_line(argv: list[str]) -> str:
-        try:
-            done = subprocess.run(argv, capture_output=True, check=False, timeout=10)
-        except OSError as exc:
-            return f"unavailable ({exc})"
-        text = (done.stdout + done.stderr).decode(errors="replace").strip()
-        return text.splitlines()[0] if text else "unknown"
-
-    def version(name: str) -> str:
-        try:
-            return importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return "-"
-
-    commit = first_line(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
-    dirty = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True,
-        check=False,
-    ).stdout.strip()
-    return {
-        "nproc": str(os.cpu_count()),
-        "cpu": model,
-        "kernel": platform.release(),
-        "python": f"{platform.python_version()} ({sys.executable})",
-        "nginx": first_line(["nginx", "-v"]),
-        "wrk": first_line(["wrk", "-v"]).split(" Copyright")[0],
-        "libraries": ", ".join(
-            f"{n} {version(n)}" for n in ("uvicorn", "uvloop", "httptools", "aiohttp", "orjson")
-        ),
-        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
-        "gateway_src": os.environ.get("BENCH_GATEWAY_SRC") or str(REPO / "src"),
-        "loadavg": Path("/proc/loadavg").read_text().strip(),
-    }
 
 
 # --------------------------------------------------------------------------- main
@@ -645,6 +612,7 @@ class Results:
     soak: list[SoakStep] = field(default_factory=list)
     soak_step_s: int = 0
     routing: str = ""  # bench/routing.py's table, or why it is missing
+    paced: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -707,11 +675,15 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
     services = Services(pidfile=tmp / "pids")
     admin_key = "sk-orca-" + secrets.token_urlsafe(32)
     bench = Bench(opts, tmp, services, admin_key, scenarios)
+    if opts.paced_rate > 0:
+        bench.paced = [paced(s) for s in scenarios if s.stream]
+    served = [*scenarios, *bench.paced]
     began = time.monotonic()
     try:
         upstream_port = free_port()
         upstream = f"http://{HOST}:{upstream_port}"
-        conf = write_upstream(tmp, upstream_port, scenarios)
+        pacer_port = start_pacer(bench) if bench.paced else None
+        conf = write_upstream(tmp, upstream_port, served, pacer_port)
         nginx = start_nginx(services, tmp, "upstream", conf, opts.load_cpu)
         wait_http(upstream + "/healthz", nginx, "upstream nginx", tmp / "upstream.out")
         bench.targets.append(Target("direct", "direct (nginx)", upstream, nginx.pid, False))
@@ -726,7 +698,7 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
             bench.targets.append(Target("proxy", "nginx proxy_pass", proxy_url, proxy.pid, False))
 
         config = tmp / "gateway.yaml"
-        config.write_text(gateway_config(upstream, scenarios))
+        config.write_text(gateway_config(upstream, served))
         data_dir = tmp / "gateway-data"
         gateway, target = start_gateway(
             bench, config, data_dir, gateway_log, str(opts.gateway_cpu), ("gateway", "gateway")
@@ -759,6 +731,7 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
             for target in bench.targets:  # nginx proxy_pass too: one extra hop's cost here
                 log(f"latency at {opts.rate:g} req/s: {scenario.name} -> {target.label}")
                 results.latency[(scenario.name, target.key)] = bench.loadgen(scenario, target)
+        measure_paced(bench, results)
         results.memory["after latency"] = memory_kib(gateway.pid)
         if opts.soak_requests > 0:
             gateway_target = next(t for t in bench.targets if t.key == "gateway")
@@ -790,6 +763,15 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
     out = RESULTS / f"report-{stamp}.md"
     out.write_text(text)
     return results, out
+
+
+def measure_paced(bench: Bench, results: Results) -> None:
+    """The paced streams at their own fixed rate, open loop, through every target."""
+    rate = bench.opts.paced_rate
+    for scenario in bench.paced:
+        for target in bench.targets:
+            log(f"paced at {rate:g} streams/s: {scenario.name} -> {target.label}")
+            results.paced[(scenario.name, target.key)] = bench.loadgen(scenario, target, rate)
 
 
 def with_gateway_src(env: dict[str, str]) -> dict[str, str]:
@@ -891,7 +873,7 @@ def start_gateway(
     wait_http(url + "/healthz", gateway, "gateway", log_path)
     keys = {
         provider_id: create_key(url, bench.admin_key, scenario)
-        for provider_id, scenario in by_provider(bench.scenarios).items()
+        for provider_id, scenario in by_provider([*bench.scenarios, *bench.paced]).items()
     }
     return gateway, Target(name[0], name[1], url, gateway.pid, True, keys=keys)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench import Bench, Results
+    from scenarios import Scenario
 
 # Issue 6's targets, shown next to the measured values as a reading aid.
 TARGET_CPU_US = 110.0
@@ -146,7 +147,7 @@ def _validity(results: Results, bench: Bench) -> list[str]:
     for (name, key), result in results.warmups.items():
         if _errors(result):
             problems.append(f"wrk warm-up {name} via {labels[key]}: errors {_error_text(result)}")
-    for (name, key), result in results.latency.items():
+    for (name, key), result in {**results.latency, **results.paced}.items():
         if result["errors"]:
             problems.append(f"latency {name} via {labels[key]}: errors {result['errors']}")
     problems += _contention(results, bench, labels)
@@ -210,6 +211,65 @@ def _streams(results: Results, bench: Bench) -> list[str]:
     return lines + _table(
         ["scenario", "client -> upstream protocol", "events per answer", "events / CPU s"], rows
     )
+
+
+def _runs(
+    table: dict[tuple[str, str], dict[str, Any]], scenarios: Sequence[Scenario]
+) -> Iterator[tuple[Scenario, dict[str, Any], dict[str, Any], dict[str, Any] | None]]:
+    """Each scenario measured both directly and through the gateway in ``table``: its direct,
+    gateway and (when measured) nginx proxy_pass results."""
+    for s in scenarios:
+        direct, gateway = table.get((s.name, "direct")), table.get((s.name, "gateway"))
+        if direct is not None and gateway is not None:
+            yield s, direct, gateway, table.get((s.name, "proxy"))
+
+
+def _paced_events_per_cpu_s(scenario: Scenario, result: dict[str, Any] | None) -> float | None:
+    """Upstream events relayed per CPU second in a paced (open-loop) run."""
+    if result is None or not float(result["cpu_s"]):
+        return None
+    return scenario.events * float(result["sent"]) / float(result["cpu_s"])
+
+
+def _paced(results: Results, bench: Bench) -> list[str]:
+    """The paced streams: CPU per stream and per event, gateway against nginx."""
+    opts, rows = bench.opts, []
+    for s, direct, gateway, proxy in _runs(results.paced, bench.paced):
+        cpu, proxy_cpu = _cpu_per_request(gateway), _cpu_per_request(proxy)
+        per_event = [None if c is None else c / s.events for c in (cpu, proxy_cpu)]
+        rows.append(
+            [s.name, str(s.events), _fmt(_ms(direct["total_ms"], "p50"), 1),
+             f"{_fmt(cpu)} / {_fmt(per_event[0], 1)}",
+             f"{_fmt(proxy_cpu)} / {_fmt(per_event[1], 1)}",
+             _fmt(cpu / proxy_cpu if cpu and proxy_cpu else None, 2),
+             _fmt(_paced_events_per_cpu_s(s, gateway)),
+             _added_pair(gateway, direct, "ttfb_ms"),
+             f"{direct['ok']}/{direct['measured']} / {gateway['ok']}/{gateway['measured']}"]
+        )  # fmt: skip
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Streams paced like a model's (one event per upstream write)",
+        "",
+        "The fake upstream above writes each answer at once, so the gateway reads a whole stream "
+        "in one or two reads. Here `pacer.py` (behind the upstream nginx, unbuffered) sends the "
+        f"same answers as a model does: one event per write, {opts.pace_ms:g} ms before each. "
+        "Every event is then a read, a wake-up and a write to the client of its own. Open loop "
+        f"at {opts.paced_rate:g} streams/s for {opts.latency_duration:g} s; CPU per stream is "
+        "the process's CPU over the run divided by the streams sent.",
+        "",
+    ]
+    return lines + _table(
+        [
+            "scenario", "events per stream", "direct stream p50 ms",
+            "gateway CPU µs per stream / per event",
+            "nginx proxy_pass CPU µs per stream / per event",
+            "gateway ÷ nginx", "events / gateway CPU s", "added TTFB p50 / p99 ms",
+            "ok/measured (direct / gateway)",
+        ],
+        rows,
+    )  # fmt: skip
 
 
 def _workers(results: Results, bench: Bench) -> list[str]:
@@ -397,12 +457,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
     out += ["", f"## Added latency at {opts.rate:g} req/s (open loop)", ""]
     rows = []
     ttfb_rows = []
-    for s in bench.scenarios:
-        direct = results.latency.get((s.name, "direct"))
-        gateway = results.latency.get((s.name, "gateway"))
-        if direct is None or gateway is None:
-            continue
-        proxy = results.latency.get((s.name, "proxy"))
+    for s, direct, gateway, proxy in _runs(results.latency, bench.scenarios):
         dt, gt = direct["total_ms"], gateway["total_ms"]
         cpu = _cpu_per_request(gateway)
         rows.append(
@@ -453,6 +508,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
             ],
             ttfb_rows,
         )  # fmt: skip
+    out += _paced(results, bench)
 
     out += _workers(results, bench)
 
@@ -570,6 +626,14 @@ def _scaling_targets(results: Results, bench: Bench) -> list[list[str]]:
                 [f"{s.name}: translated events per second per core", f"≥ {limit:,.0f}",
                  _fmt(rate), _verdict(rate, limit, at_least=True)]
             )  # fmt: skip
+    for s in bench.paced:
+        if s.translated:
+            rate = _paced_events_per_cpu_s(s, results.paced.get((s.name, "gateway")))
+            limit = TARGET_TRANSLATED_EVENTS_PER_CPU_S
+            rows.append(
+                [f"{s.name}: translated events per second per core", f"≥ {limit:,.0f}",
+                 _fmt(rate), _verdict(rate, limit, at_least=True)]
+            )  # fmt: skip
     one = results.workers.get(1)
     for count, run in sorted(results.workers.items()):
         if count == 1:
@@ -636,12 +700,7 @@ def _targets(results: Results, bench: Bench) -> list[str]:
                  verdict(ratio, TARGET_PROXY_FRACTION, at_least=True)]
             )  # fmt: skip
     rows += _scaling_targets(results, bench)
-    for s in bench.scenarios:
-        direct = results.latency.get((s.name, "direct"))
-        gateway = results.latency.get((s.name, "gateway"))
-        if direct is None or gateway is None:
-            continue
-        proxy = results.latency.get((s.name, "proxy"))
+    for s, direct, gateway, proxy in _runs(results.latency, bench.scenarios):
         for pct, limit in (("p50", TARGET_ADDED_P50_MS), ("p99", TARGET_ADDED_P99_MS)):
             added = _added(gateway, direct, "total_ms", pct)
             rows.append(

@@ -10,7 +10,7 @@ body in the client's format and the upstream path and answer of the provider it 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import payloads
 
@@ -44,6 +44,7 @@ class Scenario:
     content_type: str
     events: int  # SSE events per answer (0 when not streamed)
     client_protocol: str = ""  # the format the client speaks ("": the provider's own)
+    paced: bool = False  # served one event per write, paused between (bench/pacer.py)
 
     @property
     def model_id(self) -> str:
@@ -159,6 +160,17 @@ SCENARIOS: list[Scenario] = [
     _anthropic("anthropic stream", "ant-sse", stream=True),
     _cross_stream("cross-format stream", "xant-sse"),
 ]
+
+
+def paced(scenario: Scenario) -> Scenario:
+    """The same stream from a fake provider of its own that sends it as a model does: one event
+    per write, a pause between (``pacer.py``, behind the upstream nginx)."""
+    return replace(
+        scenario,
+        name=f"{scenario.name}, paced",
+        provider_id=f"{scenario.provider_id}-paced",
+        paced=True,
+    )
 
 
 def by_provider(scenarios: Sequence[Scenario]) -> dict[str, Scenario]:

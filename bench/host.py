@@ -1,0 +1,58 @@
+"""What a benchmark run was measured on: the machine, the tools and the code."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def machine() -> dict[str, str]:
+    """What the numbers were measured on."""
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+
+    def first_line(argv: list[str]) -> str:
+        try:
+            done = subprocess.run(argv, capture_output=True, check=False, timeout=10)
+        except OSError as exc:
+            return f"unavailable ({exc})"
+        text = (done.stdout + done.stderr).decode(errors="replace").strip()
+        return text.splitlines()[0] if text else "unknown"
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "-"
+
+    commit = first_line(["git", "-C", str(REPO), "rev-parse", "--short=12", "HEAD"])
+    dirty = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+        capture_output=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "nginx": first_line(["nginx", "-v"]),
+        "wrk": first_line(["wrk", "-v"]).split(" Copyright")[0],
+        "libraries": ", ".join(
+            f"{n} {version(n)}" for n in ("uvicorn", "uvloop", "httptools", "aiohttp", "orjson")
+        ),
+        "commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        "gateway_src": os.environ.get("BENCH_GATEWAY_SRC") or str(REPO / "src"),
+        "loadavg": Path("/proc/loadavg").read_text().strip(),
+    }
