@@ -261,13 +261,11 @@ async def _push(
             return None
         try:
             out = [data for event in splitter.feed(chunk) if (data := observer.observe(event))]
+            return write(out[0] if len(out) == 1 else b"".join(out)) if out else None
         except Exception as exc:  # an oversized event, an untranslatable one: the task ends it
             failure.append(exc)
             response.close()
             return None
-        if not out:
-            return None
-        return write(out[0] if len(out) == 1 else b"".join(out))
 
     try:
         await response.push(sink)
