@@ -7,9 +7,10 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError
 
 from orcarouter.accounts.keys import DEFAULT_WORKSPACE, issue_key
@@ -321,6 +322,31 @@ async def test_the_sweep_settles_only_rows_older_than_the_cutoff(any_store: Stor
     assert rows["req_0001"]["outcome"] == "interrupted"
     assert rows["req_0001"]["error_type"] == "gateway_stopped"
     assert rows["req_0002"]["outcome"] == "open"  # may still be in flight elsewhere
+
+
+async def test_the_sweep_reads_the_open_rows_through_their_index(any_store: Store) -> None:
+    """The sweep runs every minute: a scan of the whole table would hold SQLite's write lock
+    for as long as the table is big. Its own statement, with its own parameters, explained."""
+    plans: list[str] = []
+
+    def explain(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith("UPDATE USAGE_RECORDS"):
+            return
+        if any_store.backend == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + statement, parameters)
+        else:  # the planner's choice on a table this small would be a scan anyway
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("EXPLAIN " + statement, parameters)
+        plans.append(" ".join(str(part) for row in cursor.fetchall() for part in row))
+
+    await any_store.usage.insert_many([{**_record(1, at=T0).as_row(), "outcome": "open"}])
+    event.listen(any_store.engine.sync_engine, "before_cursor_execute", explain)
+    try:
+        assert await any_store.usage.sweep_open(T0 + timedelta(minutes=10)) == 1
+    finally:
+        event.remove(any_store.engine.sync_engine, "before_cursor_execute", explain)
+    assert len(plans) == 1
+    assert "ix_usage_records_open" in plans[0], plans[0]
 
 
 async def test_open_rows_database_still_commits_open_rows_beside_the_journal(
