@@ -446,15 +446,18 @@ class UsageRepository:
     def __init__(self, engine: AsyncEngine, writes: Transactions | None = None) -> None:
         self._engine = engine
         self._settle = BulkUpsert(engine, usage_records, "request_id")
+        self._insert = BulkUpsert(engine, usage_records, "request_id", ignore=True)
+        # Every write goes where the usage writer's batches go (``Transactions``): one at a
+        # time, each transaction whole in one hand-off. Through the async engine a transaction
+        # holds SQLite's write lock from its first write until the event loop gets round to
+        # its commit, and under load the writer's batches wait that long.
         self._writes = writes or Transactions(engine)
 
     async def insert_many(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert records in one transaction; a record already stored is left as it is."""
         if not rows:
             return
-        statement = insert_ignoring_conflicts(self._engine, usage_records, "request_id")
-        async with self._engine.begin() as conn:
-            await conn.execute(statement, list(rows))
+        await self._writes.run(partial(self._insert.execute, rows=rows))
 
     async def settle_many(self, rows: Sequence[dict[str, Any]]) -> None:
         """Write finished records in one transaction, replacing their open rows."""
@@ -472,13 +475,12 @@ class UsageRepository:
         Through the partial index of open rows: a scan of the whole table would hold SQLite's
         write lock for as long as it takes (0.4 s at 1.4 M rows here, growing with the table)
         and the usage writer's batches wait behind it, every sweep."""
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(usage_records)
-                .where(OPEN_USAGE, usage_records.c.created_at < older_than)
-                .values(outcome="interrupted", error_type="gateway_stopped")
-            )
-            return int(result.rowcount or 0)
+        statement = (
+            update(usage_records)
+            .where(OPEN_USAGE, usage_records.c.created_at < older_than)
+            .values(outcome="interrupted", error_type="gateway_stopped")
+        )
+        return await self._writes.run(lambda conn: int(conn.execute(statement).rowcount or 0))
 
     async def get(self, request_id: str) -> dict[str, Any] | None:
         """One record as a dict, or None."""
