@@ -372,6 +372,13 @@ class DatabaseBudgets(QueuedHolds[str, _Change]):
         for request_id, _ in batch:
             self._unshared.discard(request_id)
 
+    async def close(self, grace: float = 5.0) -> None:
+        """Drain the queued changes (``QueuedHolds.close``), then release the connection."""
+        try:
+            await super().close(grace)
+        finally:
+            await self.holds.close()
+
     async def purge(self) -> int:
         """Delete expired holds now; how many."""
         self._purged = self._clock()

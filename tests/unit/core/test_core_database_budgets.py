@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,8 +26,19 @@ from orcarouter.metering.wallet import (
 )
 from orcarouter.observability.metrics import Metrics
 from orcarouter.store.database import create_engine_for
-from orcarouter.store.repositories import utcnow
-from orcarouter.store.wallets import Charge, HoldAsk, Room, WalletRepository
+from orcarouter.store.repositories import as_utc, utcnow
+from orcarouter.store.schema import budget_holds
+from orcarouter.store.wallets import (
+    HOLD_GONE,
+    HOLD_OPEN,
+    HOLD_SETTLED,
+    Charge,
+    HoldAsk,
+    HoldChange,
+    HoldRepository,
+    Room,
+    WalletRepository,
+)
 from tests.unit.core.conftest import Store
 
 WS = "ws_db"
@@ -38,13 +50,17 @@ Processes = Callable[..., DatabaseBudgets]
 async def process(any_store: Store) -> AsyncIterator[Processes]:
     """Makes gateway processes' budgets: each on an engine (a connection pool) of its own."""
     engines: list[AsyncEngine] = []
+    made: list[DatabaseBudgets] = []
 
     def make(**options: Any) -> DatabaseBudgets:
         engine = create_engine_for(any_store.url)
         engines.append(engine)
-        return DatabaseBudgets(engine, Metrics(), **options)
+        made.append(DatabaseBudgets(engine, Metrics(), **options))
+        return made[-1]
 
     yield make
+    for budgets in made:
+        await budgets.holds.close()
     for engine in engines:
         await engine.dispose()
 
@@ -299,6 +315,39 @@ async def test_close_drains_the_queue_and_run_applies_it(
         sender.cancel()
         with pytest.raises(asyncio.CancelledError):
             await sender
+
+
+async def test_settles_of_many_holds_each_get_their_own_figures(any_store: Store) -> None:
+    """Settles go as multi-row statements (a page of up to 64, padded): each hold gets its own
+    amount and expiry, across pages, and a hold already gone is not brought back."""
+    await any_store.workspaces.ensure(WS, "Database budgets")
+    holds = HoldRepository(any_store.engine)
+    now = utcnow().replace(microsecond=0)
+    count = 70  # a full page and a padded one
+    try:
+        await holds.apply(
+            [
+                HoldChange(f"req_{n}", HOLD_OPEN, 10_000, now + timedelta(hours=1), True, WS)
+                for n in range(count)
+            ]
+        )
+        await holds.apply([HoldChange("req_5", HOLD_GONE), HoldChange("req_66", HOLD_GONE)])
+        await holds.apply(
+            [
+                HoldChange(f"req_{n}", HOLD_SETTLED, n * 3, now + timedelta(seconds=n))
+                for n in range(count)
+            ]
+        )
+    finally:
+        await holds.close()
+    async with any_store.engine.connect() as conn:
+        rows = (await conn.execute(select(budget_holds))).all()
+    found = {r.request_id: (r.state, r.amount_micros, as_utc(r.expires_at)) for r in rows}
+    assert found == {
+        f"req_{n}": (HOLD_SETTLED, n * 3, now + timedelta(seconds=n))
+        for n in range(count)
+        if n not in (5, 66)
+    }
 
 
 async def test_a_hold_its_request_gave_up_on_is_not_left_behind(
