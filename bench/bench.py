@@ -614,6 +614,7 @@ class Results:
     soak_step_s: int = 0
     routing: str = ""  # bench/routing.py's table, or why it is missing
     paced: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    capped: WorkersRun | None = None  # the most workers again, every key with a USD cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -749,6 +750,7 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
         if opts.workers > 1:
             for count in (1, opts.workers):
                 results.workers[count] = measure_workers(bench, config, count, stamp)
+            results.capped = measure_workers(bench, config, opts.workers, stamp, capped=True)
         results.routing = routing_table(opts.gateway_cpu)
     finally:
         services.stop_all()
@@ -845,9 +847,11 @@ def start_gateway(
     cpus: str,
     name: tuple[str, str],
     serve_args: Sequence[str] = (),
+    capped: bool = False,
 ) -> tuple[subprocess.Popen[bytes], Target]:
     """Start ``orcarouter serve`` on ``cpus`` with a fresh data dir; wait until it answers, then
-    make the workspace keys the scenarios' requests carry. ``name``: the target's key and label."""
+    make the workspace keys the scenarios' requests carry (``capped``: with a USD cap each).
+    ``name``: the target's key and label."""
     port = free_port()
     data_dir.mkdir()
     env = {
@@ -873,17 +877,17 @@ def start_gateway(
     url = f"http://{HOST}:{port}"
     wait_http(url + "/healthz", gateway, "gateway", log_path)
     keys = {
-        provider_id: create_key(url, bench.admin_key, scenario)
+        provider_id: create_key(url, bench.admin_key, scenario, capped)
         for provider_id, scenario in by_provider([*bench.scenarios, *bench.paced]).items()
     }
     return gateway, Target(name[0], name[1], url, gateway.pid, True, keys=keys)
 
 
-def create_key(url: str, admin_key: str, scenario: Scenario) -> str:
+def create_key(url: str, admin_key: str, scenario: Scenario, capped: bool = False) -> str:
     """A member key of the default workspace for ``scenario`` (``key_request``); its secret."""
     request = urllib.request.Request(  # noqa: S310 (loopback)
         f"{url}/api/workspaces/{DEFAULT_WORKSPACE}/keys",
-        data=orjson.dumps(key_request(scenario)),
+        data=orjson.dumps(key_request(scenario, capped)),
         headers={"Authorization": f"Bearer {admin_key}", "Content-Type": "application/json"},
         method="POST",
     )
@@ -904,33 +908,40 @@ def wait_workers(pid: int, count: int, timeout: float = 60) -> None:
     raise RuntimeError(f"the gateway did not start {count} workers in {timeout:g} s")
 
 
-def measure_workers(bench: Bench, config: Path, count: int, stamp: str) -> WorkersRun:
-    """Throughput of ``serve --workers count`` spread over both cores, per scenario.
+def measure_workers(
+    bench: Bench, config: Path, count: int, stamp: str, *, capped: bool = False
+) -> WorkersRun:
+    """Throughput of ``serve --workers count`` spread over both cores, per scenario; ``capped``:
+    the first non-streamed scenario only, every key with a USD cap (each request then holds
+    money; across workers without Redis, in the database).
 
     The load side (wrk and the fake upstream) stays on its core, so with two cores the second
     worker shares it with them: this shows how throughput scales, not a clean capacity figure.
     """
     opts = bench.opts
-    tag = f"workers{count}"
+    tag = f"workers{count}" + ("-capped" if capped else "")
     log_path = RESULTS / f"gateway-{stamp}-{tag}.log"
     data_dir = bench.tmp / f"gateway-data-{tag}"
+    label = f"gateway, {count} worker(s)" + (", capped keys" if capped else "")
     gateway, target = start_gateway(
         bench,
         config,
         data_dir,
         log_path,
         opts.both_cpus,
-        (tag, f"gateway, {count} worker(s)"),
+        (tag, label),
         ("--workers", str(count)),
+        capped,
     )
+    scenarios = [s for s in bench.scenarios if not s.stream][:1] if capped else bench.scenarios
     run = WorkersRun(count=count, log=log_path)
     bench.targets.append(target)
     try:
         if count > 1:
             wait_workers(gateway.pid, count)
         run.precheck = precheck(bench, [target])
-        for scenario in bench.scenarios:
-            log(f"throughput: {scenario.name} -> gateway --workers {count} on {opts.both_cpus}")
+        for scenario in scenarios:
+            log(f"throughput: {scenario.name} -> {label} on {opts.both_cpus}")
             if opts.warmup > 0:
                 bench.wrk(scenario, target, opts.warmup)
             run.throughput[scenario.name] = bench.wrk(scenario, target, opts.duration)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from bench import Bench, Results
+    from bench import Bench, Results, WorkersRun
     from scenarios import Scenario
 
 # Issue 6's targets, shown next to the measured values as a reading aid.
@@ -165,8 +165,10 @@ def _validity(results: Results, bench: Bench) -> list[str]:
 
 def _workers_validity(results: Results) -> list[str]:
     problems: list[str] = []
-    for count, run in results.workers.items():
-        label = f"--workers {count}"
+    runs = [(f"--workers {count}", run) for count, run in results.workers.items()]
+    if results.capped is not None:
+        runs.append((f"--workers {results.capped.count}, capped keys", results.capped))
+    for label, run in runs:
         for row in run.precheck:
             if row["status"] != 200 or not row["identical"]:
                 problems.append(f"pre-check {row['scenario']} via {label}: HTTP {row['status']}")
@@ -307,15 +309,34 @@ def _workers(results: Results, bench: Bench) -> list[str]:
         rows,
     )  # fmt: skip
     lines.append("")
-    for run in (low, high):
+    lines += _capped(results.capped, high)
+    for run in (low, high, *([results.capped] if results.capped else [])):
         records = sum(int(r[5]) for r in run.ledger)
         lines.append(
-            f"- `--workers {run.count}`: {run.processes} processes at the end, "
+            f"- `--workers {run.count}`{', capped keys' if run is results.capped else ''}: "
+            f"{run.processes} processes at the end, "
             f"{run.rss_kib / 1024:.1f} MiB RSS together, {records:,} usage records "
             f"({run.ledger_error or 'ledger read'}), log `{run.log.name}` with "
             f"{len(run.log_problems)} warning/error lines."
         )
     return lines
+
+
+def _capped(capped: WorkersRun | None, uncapped: WorkersRun) -> list[str]:
+    """The most workers again with a USD cap on every key, against the same without."""
+    if capped is None or not capped.throughput:
+        return []
+    name, result = next(iter(capped.throughput.items()))
+    with_cap, without = _rps(result), _rps(uncapped.throughput.get(name))
+    ratio = _fmt(with_cap / without if with_cap and without else None, 2)
+    return [
+        f"With a USD cap on every key (never reached: each request holds money, which across "
+        f"workers without Redis is a database transaction, shared by the holds a worker asks "
+        f"for meanwhile), `--workers {capped.count}`, {name}: {_fmt(with_cap)} req/s, "
+        f"{ratio} of the same without caps ({_fmt(_cpu_us(result), 1)} CPU µs/req, errors "
+        f"{_error_text(result)}).",
+        "",
+    ]
 
 
 def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C901

@@ -24,6 +24,8 @@ PRICE_INPUT, PRICE_OUTPUT = "0.15", "0.60"
 # High enough never to refuse a benchmark request, so every request is still counted against them.
 KEY_RATE_LIMIT = 10**9
 KEY_CONCURRENCY_LIMIT = 100_000
+# The USD cap of the capped workers run: never reached, but every request then holds money
+KEY_USD_CAP_MICROS = 10**12  # (across workers without Redis: in the database)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,10 +205,12 @@ def gateway_config(upstream: str, scenarios: Sequence[Scenario]) -> str:
     return "\n".join(providers + models) + "\n"
 
 
-def key_request(scenario: Scenario) -> dict[str, object]:
+def key_request(scenario: Scenario, capped: bool = False) -> dict[str, object]:
     """The workspace key a scenario's requests carry: only its provider's model allowed, with
-    rate limits (requests, tokens, concurrency) on."""
+    rate limits (requests, tokens, concurrency) on; ``capped``: a lifetime USD cap too."""
+    cap = {"usd_cap_micros": KEY_USD_CAP_MICROS} if capped else {}
     return {
+        **cap,
         "name": f"bench-{scenario.provider_id}",
         "model_limits_enabled": True,
         "model_limits": [scenario.model_id],
