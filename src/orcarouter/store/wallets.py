@@ -354,9 +354,9 @@ class HoldRepository:
     Every transaction runs whole in one hand-off (``Transactions``; on a SQLite file, on a
     thread and connection of the holds' own). Through the async engine each statement was a
     round trip through the event loop with SQLite's write lock held, so under load every
-    process's writes waited for the busiest loop: with ``--workers 2`` and capped keys,
-    1,640 requests a second against 5,500 without a cap. Rows go as multi-row statements, never
-    as an ``executemany`` (see ``BulkUpsert``).
+    process's writes waited for the busiest loop: with ``--workers 2`` and capped keys, 1,640
+    requests a second then, 2,400 to 3,100 now, against 5,500 without a cap. Rows go as
+    multi-row statements, never as an ``executemany`` (see ``BulkUpsert``).
 
     The figures are read in one statement (one snapshot): a charge committed together with the
     deletion of its hold (``WalletRepository.write_usage(..., release_holds=...)``) is seen
