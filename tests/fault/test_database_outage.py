@@ -209,7 +209,8 @@ def test_a_database_outage_keeps_known_keys_served_and_loses_no_usage(
         return all(len(outcomes) == 1 and outcomes[0] != "open" for outcomes in found.values())
 
     _wait_for("every request served in the outage is recorded", every_request_settled, 10)
-    assert all(outcomes == ["ok"] for outcomes in _settled(postgres_database, served).values())
+    outcomes_found = _settled(postgres_database, served)
+    assert all(outcomes == ["ok"] for outcomes in outcomes_found.values()), outcomes_found
 
     # The write refused during the outage left nothing behind; the same write works now.
     names = [k["name"] for k in api.call("GET", KEYS, None, ADMIN_KEY).json()]

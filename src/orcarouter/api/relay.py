@@ -194,7 +194,7 @@ async def relay_stream(
     """
     splitter = SSESplitter()
     record.status_code = response.status
-    held: list[bytes] = []  # the events that came with the upstream's end: sent with ours
+    held: list[bytes] = []  # the events from the last one or the upstream's end: sent with ours
     try:
         try:
             async with asyncio.timeout_at(first_event_by) as deadline:
@@ -204,14 +204,14 @@ async def relay_stream(
                     ]
                     if peek and not exchange.committed and observer.error_type is not None:
                         raise _first_event_error(observer.error_type)
-                    if response.at_end:  # one send fewer: these go out with the final one
-                        held = out
+                    if out and deadline.when() is not None:  # the first event came
+                        deadline.reschedule(None)
+                    if response.at_end or observer.finished:
+                        held += out  # these go out with the response's end (``_push``)
                     elif out:
                         await forward_events(out, exchange, record, send)
-                        if deadline.when() is not None:
-                            deadline.reschedule(None)
                         if exchange.write_body is not None:
-                            await _push(response, splitter, observer, exchange.write_body)
+                            held = await _push(response, splitter, observer, exchange.write_body)
                 tail = splitter.close()
                 last = (observer.observe(tail) if tail is not None else b"") + observer.close()
                 if peek and not exchange.committed and observer.error_type is not None:
@@ -251,16 +251,24 @@ async def _push(
     splitter: SSESplitter,
     observer: StreamObserver,
     write: WriteBody,
-) -> None:
+) -> list[bytes]:
     """The rest of the stream, each read relayed from the upstream connection's read callback
-    (no task wake-up per read) until the body ends; a failure in it is raised here."""
+    (no task wake-up per read) until the body ends; a failure in it is raised here.
+
+    Returns the events from the stream's last one on (``observer.finished``), held back so the
+    task sends them with the response's end: a client that has the last event may hang up at
+    once, and if that came before the end, its complete answer would be recorded as cancelled."""
     failure: list[Exception] = []
+    held: list[bytes] = []
 
     def sink(chunk: bytes) -> asyncio.Future[None] | None:
         if failure:
             return None
         try:
             out = [data for event in splitter.feed(chunk) if (data := observer.observe(event))]
+            if observer.finished:
+                held.extend(out)
+                return None
             return write(out[0] if len(out) == 1 else b"".join(out)) if out else None
         except Exception as exc:  # an oversized event, an untranslatable one: the task ends it
             failure.append(exc)
@@ -274,6 +282,7 @@ async def _push(
             raise
     if failure:
         raise failure[0]
+    return held
 
 
 async def forward_events(

@@ -8,6 +8,8 @@ import asyncio
 import time
 from datetime import UTC, datetime
 
+import pytest
+
 from orcarouter.api.asgi import Message
 from orcarouter.api.dialects import OPENAI_CHAT
 from orcarouter.api.relay import Exchange, relay_stream
@@ -64,11 +66,17 @@ class Client:
 
 
 async def _relay(
-    origin: WebUpstream, client: UpstreamClient, observer: Echo
+    origin: WebUpstream,
+    client: UpstreamClient,
+    observer: Echo,
+    path: str = "/sse",
+    *,
+    push: bool = True,
 ) -> tuple[Client, UsageRecord]:
-    response = await client.send(post(origin.url + "/sse"))
+    response = await client.send(post(origin.url + path))
     seen = Client(origin)
-    exchange = Exchange("req_1", time.perf_counter(), OPENAI_CHAT, write_body=seen.write_body)
+    write_body = seen.write_body if push else None
+    exchange = Exchange("req_1", time.perf_counter(), OPENAI_CHAT, write_body=write_body)
     record = UsageRecord("req_1", datetime.now(UTC), None, None, "openai.chat", stream=True)
     async with asyncio.timeout(3):
         await relay_stream(response, observer, exchange, record, seen.send)
@@ -83,9 +91,10 @@ async def test_after_the_first_event_every_read_is_written_from_the_read_callbac
     assert start["type"] == "http.response.start"
     assert first["body"] == SSE_EVENTS[0]  # the first event, through the ASGI messages
     relayed = b"".join(data for data, _ in seen.written)
-    assert relayed == b"".join(SSE_EVENTS[1:])  # whatever the reads were, every byte in order
+    assert relayed == b"".join(SSE_EVENTS[1:-1])  # whatever the reads were, every byte in order
     assert seen.written and not any(by_task for _, by_task in seen.written)
-    assert seen.messages[-1] == {"type": "http.response.body", "body": b""}  # the clean end
+    end = {"type": "http.response.body", "body": SSE_EVENTS[-1], "more_body": False}
+    assert seen.messages[-1] == end  # the last event, with the end of the response
     assert record.outcome == "ok"
 
 
@@ -99,3 +108,21 @@ async def test_a_failure_in_the_read_callback_ends_the_stream_with_one_error_eve
     assert last["more_body"] is False
     assert b"an event the relay cannot take" in last["body"]
     assert (record.outcome, record.error_type) == ("incomplete", UpstreamProtocolError.code)
+
+
+@pytest.mark.parametrize("push", [True, False], ids=["pushed", "task loop"])
+async def test_the_last_event_goes_out_with_the_end_of_the_response(
+    origin: WebUpstream, client: UpstreamClient, push: bool
+) -> None:
+    """A client that has the last event may hang up at once: before the end of the response,
+    that cancelled the request, and its complete answer was recorded as cancelled."""
+    seen, record = await _relay(origin, client, Echo(), "/sse-late-end", push=push)
+    last_event = SSE_EVENTS[-1]
+    assert not any(last_event in data for data, _ in seen.written)
+    bodies = [m for m in seen.messages if m["type"] == "http.response.body"]
+    assert all(last_event not in m["body"] for m in bodies[:-1])
+    assert bodies[-1]["body"].endswith(last_event) and bodies[-1]["more_body"] is False
+    written = b"".join(data for data, _ in seen.written)
+    relayed = bodies[0]["body"] + written + b"".join(m["body"] for m in bodies[1:])
+    assert relayed == b"".join(SSE_EVENTS)
+    assert record.outcome == "ok"

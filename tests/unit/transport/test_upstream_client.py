@@ -17,6 +17,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -82,6 +83,7 @@ class WebUpstream:
         app.router.add_post("/echo", self._echo)
         app.router.add_post("/chunked", self._chunked)
         app.router.add_post("/sse", self._sse)
+        app.router.add_post("/sse-late-end", partial(self._sse, end_after=0.05))
         app.router.add_post("/gzip", self._gzip)
         app.router.add_post("/deflate", self._deflate)
         app.router.add_post("/raw-deflate", self._raw_deflate)
@@ -114,8 +116,9 @@ class WebUpstream:
         await response.write_eof()
         return response
 
-    async def _sse(self, request: web.Request) -> web.StreamResponse:
-        """The first event, then the rest only once the test says it received the first."""
+    async def _sse(self, request: web.Request, end_after: float = 0.0) -> web.StreamResponse:
+        """The first event, then the rest only once the test says it received the first; the
+        end of the body ``end_after`` seconds after the last event."""
         self._seen(request)
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
@@ -123,6 +126,8 @@ class WebUpstream:
         await asyncio.wait_for(self.go_on.wait(), 5)
         for event in SSE_EVENTS[1:]:
             await response.write(event)
+        if end_after:
+            await asyncio.sleep(end_after)
         await response.write_eof()
         return response
 
