@@ -211,7 +211,7 @@ async def relay_stream(
                     elif out:
                         await forward_events(out, exchange, record, send)
                         if exchange.write_body is not None:
-                            held = await _push(response, splitter, observer, exchange.write_body)
+                            await _push(response, splitter, observer, exchange.write_body, held)
                 tail = splitter.close()
                 last = (observer.observe(tail) if tail is not None else b"") + observer.close()
                 if peek and not exchange.committed and observer.error_type is not None:
@@ -226,14 +226,31 @@ async def relay_stream(
         if not observer.finished and observer.error_type is None:
             raise UpstreamProtocolError("upstream stream ended before the response was complete")
     except SSEError as exc:
-        await end_with_error(UpstreamProtocolError(str(exc)), exchange, record, send)
+        await _fail(UpstreamProtocolError(str(exc)), held, observer, exchange, record, send)
     except GatewayError as error:
-        await end_with_error(error, exchange, record, send)
+        await _fail(error, held, observer, exchange, record, send)
     finally:
         _note(observer, record)
     if exchange.committed and not exchange.finished:
         exchange.finished = True
         await send({"type": "http.response.body", "body": b""})
+
+
+async def _fail(
+    error: GatewayError,
+    held: list[bytes],
+    observer: StreamObserver,
+    exchange: Exchange,
+    record: UsageRecord,
+    send: Send,
+) -> None:
+    """End the stream with one error event; but once the stream's last event has come, a
+    failure loses nothing and the answer ends as it would have (the held events, then ours)."""
+    if observer.finished and observer.error_type is None:
+        held.append(observer.close())
+        await forward_events(held, exchange, record, send, end=True)
+    else:
+        await end_with_error(error, exchange, record, send)
 
 
 def _note(observer: StreamObserver, record: UsageRecord) -> None:
@@ -251,15 +268,15 @@ async def _push(
     splitter: SSESplitter,
     observer: StreamObserver,
     write: WriteBody,
-) -> list[bytes]:
+    held: list[bytes],
+) -> None:
     """The rest of the stream, each read relayed from the upstream connection's read callback
     (no task wake-up per read) until the body ends; a failure in it is raised here.
 
-    Returns the events from the stream's last one on (``observer.finished``), held back so the
-    task sends them with the response's end: a client that has the last event may hang up at
+    The events from the stream's last one on (``observer.finished``) go to ``held``, for the
+    task to send with the response's end: a client that has the last event may hang up at
     once, and if that came before the end, its complete answer would be recorded as cancelled."""
     failure: list[Exception] = []
-    held: list[bytes] = []
 
     def sink(chunk: bytes) -> asyncio.Future[None] | None:
         if failure:
@@ -282,7 +299,6 @@ async def _push(
             raise
     if failure:
         raise failure[0]
-    return held
 
 
 async def forward_events(

@@ -111,12 +111,14 @@ async def test_a_failure_in_the_read_callback_ends_the_stream_with_one_error_eve
 
 
 @pytest.mark.parametrize("push", [True, False], ids=["pushed", "task loop"])
+@pytest.mark.parametrize("path", ["/sse-late-end", "/sse-cut-end"], ids=["late end", "cut"])
 async def test_the_last_event_goes_out_with_the_end_of_the_response(
-    origin: WebUpstream, client: UpstreamClient, push: bool
+    origin: WebUpstream, client: UpstreamClient, push: bool, path: str
 ) -> None:
     """A client that has the last event may hang up at once: before the end of the response,
-    that cancelled the request, and its complete answer was recorded as cancelled."""
-    seen, record = await _relay(origin, client, Echo(), "/sse-late-end", push=push)
+    that cancelled the request, and its complete answer was recorded as cancelled. An upstream
+    that drops the connection after its last event has still sent the whole answer."""
+    seen, record = await _relay(origin, client, Echo(), path, push=push)
     last_event = SSE_EVENTS[-1]
     assert not any(last_event in data for data, _ in seen.written)
     bodies = [m for m in seen.messages if m["type"] == "http.response.body"]

@@ -84,6 +84,7 @@ class WebUpstream:
         app.router.add_post("/chunked", self._chunked)
         app.router.add_post("/sse", self._sse)
         app.router.add_post("/sse-late-end", partial(self._sse, end_after=0.05))
+        app.router.add_post("/sse-cut-end", partial(self._sse, cut=True))
         app.router.add_post("/gzip", self._gzip)
         app.router.add_post("/deflate", self._deflate)
         app.router.add_post("/raw-deflate", self._raw_deflate)
@@ -116,9 +117,12 @@ class WebUpstream:
         await response.write_eof()
         return response
 
-    async def _sse(self, request: web.Request, end_after: float = 0.0) -> web.StreamResponse:
+    async def _sse(
+        self, request: web.Request, end_after: float = 0.0, cut: bool = False
+    ) -> web.StreamResponse:
         """The first event, then the rest only once the test says it received the first; the
-        end of the body ``end_after`` seconds after the last event."""
+        end of the body ``end_after`` seconds after the last event, or (``cut``) the connection
+        dropped instead."""
         self._seen(request)
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
@@ -128,6 +132,11 @@ class WebUpstream:
             await response.write(event)
         if end_after:
             await asyncio.sleep(end_after)
+        if cut:
+            await asyncio.sleep(0.05)
+            assert request.transport is not None
+            request.transport.abort()
+            return response
         await response.write_eof()
         return response
 
