@@ -19,7 +19,7 @@ import orjson
 from aiohttp import web
 
 from tests.support.replay import anthropic_event, openai_stream
-from tests.support.server import BackgroundServer
+from tests.support.server import BackgroundServer, end_stream
 
 OPENAI_COMPLETION = {
     "id": "chatcmpl-fleet",
@@ -155,10 +155,4 @@ async def _sse(request: web.Request, events: list[bytes], cut: bool = False) -> 
     await response.prepare(request)
     for event in events:
         await response.write(event)
-    if cut:
-        await asyncio.sleep(0.05)
-        assert request.transport is not None
-        request.transport.abort()
-        return response
-    await response.write_eof()
-    return response
+    return await end_stream(request, response, cut=cut)

@@ -54,3 +54,17 @@ class BackgroundServer:
         self.port = server.sockets[0].getsockname()[1]
         self._started.set()
         self._loop.run_forever()
+
+
+async def end_stream(
+    request: web.Request, response: web.StreamResponse, *, cut: bool = False
+) -> web.StreamResponse:
+    """End a streamed answer: the end of its body, or (``cut``) the connection dropped 50 ms
+    after the last write instead."""
+    if cut:
+        await asyncio.sleep(0.05)
+        assert request.transport is not None
+        request.transport.abort()
+        return response
+    await response.write_eof()
+    return response

@@ -42,6 +42,7 @@ from orcarouter.transport.client import (
     UpstreamRequest,
     UpstreamResponse,
 )
+from tests.support.server import end_stream
 
 SSE_EVENTS = [f"data: {i}\n\n".encode() for i in range(20)]
 
@@ -122,7 +123,7 @@ class WebUpstream:
     ) -> web.StreamResponse:
         """The first event, then the rest only once the test says it received the first; the
         end of the body ``end_after`` seconds after the last event, or (``cut``) the connection
-        dropped instead."""
+        dropped instead (``end_stream``)."""
         self._seen(request)
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
@@ -132,13 +133,7 @@ class WebUpstream:
             await response.write(event)
         if end_after:
             await asyncio.sleep(end_after)
-        if cut:
-            await asyncio.sleep(0.05)
-            assert request.transport is not None
-            request.transport.abort()
-            return response
-        await response.write_eof()
-        return response
+        return await end_stream(request, response, cut=cut)
 
     async def _gzip(self, request: web.Request) -> web.Response:
         self._seen(request)
