@@ -200,7 +200,7 @@ async def relay_stream(
             async with asyncio.timeout_at(first_event_by) as deadline:
                 while (chunk := await response.next_chunk()) is not None:
                     out = [
-                        data for event in splitter.feed(chunk) if (data := observer.observe(event))
+                        data for raw in splitter.split(chunk) if (data := observer.observe_raw(raw))
                     ]
                     if peek and not exchange.committed and observer.error_type is not None:
                         raise _first_event_error(observer.error_type)
@@ -282,7 +282,7 @@ async def _push(
         if failure:
             return None
         try:
-            out = [data for event in splitter.feed(chunk) if (data := observer.observe(event))]
+            out = [data for raw in splitter.split(chunk) if (data := observer.observe_raw(raw))]
             if observer.finished:
                 held.extend(out)
                 return None

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from orcarouter.canonical import Usage
 from orcarouter.settings import Provider
-from orcarouter.wire.sse import SSEEvent
+from orcarouter.wire.sse import SSEEvent, parse_event
 
 
 def error_object(body: Any) -> Mapping[str, Any] | None:
@@ -42,6 +42,15 @@ class ObservedStream:
         self.finished = False
         self.error_type: str | None = None
 
+    def observe(self, event: SSEEvent) -> bytes:
+        """Read one event; return what the client gets for it (each protocol reads its own)."""
+        raise NotImplementedError
+
+    def observe_raw(self, raw: bytes) -> bytes:
+        """``observe`` for one event's bytes as the upstream sent them; an observer that can
+        tell its common events from their bytes overrides it to skip the parsing."""
+        return self.observe(parse_event(raw))
+
     def close(self) -> bytes:
         """Nothing is held back by default."""
         return b""
@@ -58,6 +67,10 @@ class StreamObserver(Protocol):
 
     def observe(self, event: SSEEvent) -> bytes:
         """Read one event; return what the client gets for it (``b""`` for nothing)."""
+        ...
+
+    def observe_raw(self, raw: bytes) -> bytes:
+        """``observe`` for one event's bytes, its blank line included (``SSESplitter.split``)."""
         ...
 
     def close(self) -> bytes:

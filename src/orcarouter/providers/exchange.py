@@ -31,7 +31,7 @@ from orcarouter.providers.base import ObservedStream, ProviderProtocol, StreamOb
 from orcarouter.providers.openai_compat import client_wants_usage
 from orcarouter.translate.codecs import StreamDecoder, StreamEncoder, TargetOptions, WireCodec
 from orcarouter.translate.common import TranslationError
-from orcarouter.wire.sse import SSEEvent
+from orcarouter.wire.sse import SSEEvent, parse_event
 
 
 class ExchangePlan(Protocol):
@@ -148,12 +148,13 @@ class Translated:
 
 ReadText = Callable[[SSEEvent], tuple[int, str] | None]  # ``TextDeltaDecoder.text_delta``
 WriteText = Callable[[int, str], bytes | None]  # ``TextDeltaEncoder.encode_text``
+ReadRawText = Callable[[bytes], tuple[int, str] | None]  # ``TextDeltaDecoder``'s ``raw_text``
 
 
 class TranslatingObserver(ObservedStream):
     """A stream observer that rewrites each upstream event into the client's dialect."""
 
-    __slots__ = ("_decoder", "_encoder", "_text")
+    __slots__ = ("_decoder", "_encoder", "_raw_text", "_text")
 
     def __init__(self, decoder: StreamDecoder, encoder: StreamEncoder) -> None:
         super().__init__()
@@ -167,17 +168,32 @@ class TranslatingObserver(ObservedStream):
         self._text: tuple[ReadText, WriteText] | None = (
             (read, write) if read is not None and write is not None else None
         )
+        # A decoder that knows its text deltas by their bytes also skips the SSE parsing.
+        read_raw = getattr(decoder, "raw_text", None)
+        self._raw_text: tuple[ReadRawText, WriteText] | None = (
+            (read_raw, write) if read_raw is not None and write is not None else None
+        )
 
     def observe(self, event: SSEEvent) -> bytes:
         """Translate one upstream event into zero or more client events."""
         text = self._text
         if text is not None and (found := text[0](event)) is not None:
-            out = text[1](*found)
-            if out is None:  # the decoder has moved on: encode what ``feed`` would have given
-                return self._encode([BlockDelta(index=found[0], delta=TextDelta(text=found[1]))])
-            self.produced += max(1, len(found[1]) // 4)
-            return out
+            return self._write_text(text[1], *found)
         return self._encode(self._decoder.feed(event))
+
+    def observe_raw(self, raw: bytes) -> bytes:
+        """``observe`` for the event's bytes: a text delta known by them is not parsed."""
+        text = self._raw_text
+        if text is not None and (found := text[0](raw)) is not None:
+            return self._write_text(text[1], *found)
+        return self.observe(parse_event(raw))
+
+    def _write_text(self, write: WriteText, index: int, text: str) -> bytes:
+        out = write(index, text)
+        if out is None:  # the encoder does not take it as plain: encode what ``feed`` gives
+            return self._encode([BlockDelta(index=index, delta=TextDelta(text=text))])
+        self.produced += len(text) // 4 or 1
+        return out
 
     def close(self) -> bytes:
         """The upstream ended: emit whatever the decoder still holds."""

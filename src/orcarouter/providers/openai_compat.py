@@ -16,7 +16,7 @@ from orcarouter.canonical import Usage
 from orcarouter.providers.base import ObservedStream, error_message, error_object
 from orcarouter.settings import Provider
 from orcarouter.translate.usage import usage_from_openai
-from orcarouter.wire.sse import SSEEvent
+from orcarouter.wire.sse import SSEEvent, one_line_from, parse_event
 
 
 def client_wants_usage(payload: Mapping[str, Any]) -> bool:
@@ -40,6 +40,16 @@ class OpenAIStreamObserver(ObservedStream):
         super().__init__()
         self._strip_usage_chunk = strip_usage_chunk
 
+    def observe_raw(self, raw: bytes) -> bytes:
+        """``observe`` for the event's bytes: an event of one ``data:`` line is read without
+        the SSE parsing, and a plain content delta goes on at once."""
+        if raw.startswith(b"data: {") and raw.endswith(b"}\n\n") and one_line_from(raw, 6):
+            if self._plain_delta(data := raw[6:-2].decode("utf-8", "replace")):
+                self.produced += 1
+                return raw
+            return self._read(data, raw)
+        return self.observe(parse_event(raw))
+
     def observe(self, event: SSEEvent) -> bytes:
         """Read one event; the usage-only chunk is held back if the client did not ask for it."""
         data = event.data
@@ -48,20 +58,28 @@ class OpenAIStreamObserver(ObservedStream):
         if data == "[DONE]":
             self.finished = True
             return event.raw
-        if self.upstream_model is not None and _DELTA in data and _ERROR not in data:
-            # Most chunks are one content delta (with ``"usage":null`` when usage was asked
-            # for): nothing to read but that it is one. Vendors never escape a key, so a chunk
-            # carrying usage or an error holds the quoted name and takes the full decode below.
-            usage_named = data.count(_USAGE)
-            if usage_named == 0 or (usage_named == 1 and _NO_USAGE in data):
-                self.produced += 1
-                return event.raw
+        if self._plain_delta(data):
+            self.produced += 1
+            return event.raw
+        return self._read(data, event.raw)
+
+    def _plain_delta(self, data: str) -> bool:
+        """Most chunks are one content delta (with ``"usage":null`` when usage was asked for):
+        nothing to read but that it is one. Vendors never escape a key, so a chunk carrying
+        usage or an error holds the quoted name and is read in full."""
+        if self.upstream_model is None or _DELTA not in data or _ERROR in data:
+            return False
+        usage_named = data.count(_USAGE)
+        return usage_named == 0 or (usage_named == 1 and _NO_USAGE in data)
+
+    def _read(self, data: str, raw: bytes) -> bytes:
+        """A chunk read in full: the served model, usage, an error."""
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return event.raw
+            return raw
         if not isinstance(chunk, dict):
-            return event.raw
+            return raw
         if "error" in chunk:
             error = chunk["error"]
             self.error_type = (
@@ -69,7 +87,7 @@ class OpenAIStreamObserver(ObservedStream):
                 if isinstance(error, dict)
                 else "upstream_error"
             )
-            return event.raw
+            return raw
         if self.upstream_model is None and isinstance(chunk.get("model"), str):
             self.upstream_model = chunk["model"]
         if chunk.get("choices"):
@@ -79,7 +97,7 @@ class OpenAIStreamObserver(ObservedStream):
             self.usage = usage_from_openai(usage)
             if self._strip_usage_chunk and not chunk.get("choices"):
                 return b""
-        return event.raw
+        return raw
 
 
 class OpenAIProtocol:

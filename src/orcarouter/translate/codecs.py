@@ -56,7 +56,9 @@ class TextDeltaDecoder(Protocol):
     def text_delta(self, event: SSEEvent) -> tuple[int, str] | None:
         """The block index and text when ``feed(event)`` would give exactly
         ``[BlockDelta(index=i, delta=TextDelta(text=t))]``, with the decoder's state moved on as
-        ``feed`` would move it; else None, and nothing changed."""
+        ``feed`` would move it; else None, and nothing changed. A decoder may also offer
+        ``raw_text(raw: bytes)``: the same answer from the event's bytes (``SSESplitter.split``),
+        None whenever it cannot tell from them, so that the event need not be parsed."""
         ...
 
 
@@ -136,14 +138,12 @@ class _OpenAIDecoder:
 
 
 class _OpenAIEncoder:
-    __slots__ = ("_encoder",)
+    __slots__ = ("_encoder", "encode_text")
 
     def __init__(self, include_usage: bool) -> None:
         self._encoder = openai_chat.OpenAIChunkEncoder(include_usage=include_usage)
-
-    def encode_text(self, index: int, text: str) -> bytes | None:
-        body = self._encoder.text_chunk(index, text)
-        return b"data: " + body + b"\n\n" if body else body
+        # ``TextDeltaEncoder.encode_text``: the chunk encoder's own, one call less per delta.
+        self.encode_text = self._encoder.text_event
 
     def encode(self, event: StreamEvent) -> bytes:
         chunks = self._encoder.feed(event)
@@ -218,8 +218,40 @@ class _AnthropicDecoder:
             return None
         return int(data.get("index", 0)), str(delta.get("text", ""))
 
+    def raw_text(self, raw: bytes) -> tuple[int, str] | None:
+        """``text_delta`` read from the event's bytes, for the one shape Anthropic sends (its
+        keys in its order, one ``data:`` line, a block index below 100, spaces only where it
+        pads the object's end); None for any other, which then takes the full path. The text's
+        JSON string must be the whole rest of the object, so the event means exactly what its
+        full decode would."""
+        if not (raw.startswith(_RAW_TEXT_HEAD) and raw.endswith(b"}\n\n")):
+            return None
+        digit = raw[_INDEX_AT] - 0x30
+        if 0 <= digit <= 9 and raw.startswith(_RAW_TEXT_MID, _INDEX_AT + 1):
+            index, text_at = digit, _INDEX_AT + 1 + len(_RAW_TEXT_MID)
+        elif 1 <= digit <= 9 and raw.startswith(_RAW_TEXT_MID, _INDEX_AT + 2):
+            second = raw[_INDEX_AT + 1] - 0x30
+            if not 0 <= second <= 9:
+                return None
+            index, text_at = 10 * digit + second, _INDEX_AT + 2 + len(_RAW_TEXT_MID)
+        else:
+            return None
+        rest = raw[text_at:-3].rstrip(b" ")  # the text, the delta's "}" and the padding
+        if not rest.endswith(b"}"):
+            return None
+        try:
+            text = orjson.loads(rest[:-1])
+        except orjson.JSONDecodeError:  # not one JSON string (or a line break in it)
+            return None
+        return (index, text) if isinstance(text, str) else None
+
     def finish(self) -> list[StreamEvent]:
         return []
+
+
+_RAW_TEXT_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_RAW_TEXT_MID = b',"delta":{"type":"text_delta","text":'
+_INDEX_AT = len(_RAW_TEXT_HEAD)
 
 
 class _AnthropicEncoder:

@@ -17,6 +17,7 @@ _EVENT_END = re.compile(
 )
 # Only CR and LF end lines: str.splitlines would also split on U+2028 and friends inside JSON.
 _LINE_END = re.compile(r"\r\n|\r|\n")
+_CR = ord("\r")  # ``_CR in data`` looks for one byte, several times faster than ``b"\r" in data``
 
 
 class SSEError(ValueError):
@@ -53,14 +54,19 @@ class SSESplitter:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Add ``chunk`` and return the events it completed (possibly none)."""
+        return [parse_event(raw) for raw in self.split(chunk)]
+
+    def split(self, chunk: bytes) -> list[bytes]:
+        """``feed`` without the parsing: each completed event as the upstream sent it, its
+        blank line included (for readers that look at the bytes first)."""
         if self._cr_ended:
             self._cr_ended = False
             if chunk.startswith(b"\n"):  # that CR CR was CR then CR LF: the LF is an empty event
-                return [SSEEvent("", "", b"\n"), *self.feed(chunk[1:])]
+                return [b"\n", *self.split(chunk[1:])]
         buffer = self._buffer + chunk if self._buffer else chunk
-        if b"\r" not in buffer:  # LF endings only (every vendor's): split, no regex
-            return self._feed_lf(buffer)
-        events: list[SSEEvent] = []
+        if _CR not in buffer:  # LF endings only (every vendor's): split, no regex
+            return self._split_lf(buffer)
+        events: list[bytes] = []
         start = 0
         while True:
             match = _EVENT_END.search(buffer, start)
@@ -69,7 +75,7 @@ class SSESplitter:
             end = match.end()
             if match.start() - start > self._max_event_bytes:
                 raise SSEError(f"an SSE event exceeded {self._max_event_bytes} bytes")
-            events.append(parse_event(buffer[start:end]))
+            events.append(buffer[start:end])
             start = end
         self._buffer = buffer[start:]
         self._cr_ended = start == len(buffer) and buffer.endswith(b"\r")
@@ -77,15 +83,15 @@ class SSESplitter:
             raise SSEError(f"an SSE event exceeded {self._max_event_bytes} bytes")
         return events
 
-    def _feed_lf(self, buffer: bytes) -> list[SSEEvent]:
-        """``feed`` for a buffer without CR: events end exactly at each ``\\n\\n``."""
+    def _split_lf(self, buffer: bytes) -> list[bytes]:
+        """``split`` for a buffer without CR: events end exactly at each ``\\n\\n``."""
         *bodies, rest = buffer.split(b"\n\n")
         limit = self._max_event_bytes
         events = []
         for body in bodies:
             if len(body) > limit:
                 raise SSEError(f"an SSE event exceeded {limit} bytes")
-            events.append(_parse_lf(body, body + b"\n\n"))
+            events.append(body + b"\n\n")
         self._buffer = rest
         if len(rest) > limit:
             raise SSEError(f"an SSE event exceeded {limit} bytes")
@@ -99,27 +105,37 @@ class SSESplitter:
         return parse_event(rest)
 
 
-def _parse_lf(body: bytes, raw: bytes) -> SSEEvent:
-    """``parse_event`` for an event without CR (``body``: ``raw`` without its blank line),
-    with the two shapes vendors send taken without a loop: one ``data:`` line, or an
-    ``event:`` line then one ``data:`` line."""
-    end = body.find(b"\n")
-    if end < 0:
-        if body.startswith(b"data: "):
-            return SSEEvent("", body[6:].decode("utf-8", "replace").rstrip(), raw)
-    elif (
-        body.startswith(b"event: ")
-        and body.startswith(b"data: ", end + 1)
-        and body.find(b"\n", end + 1) < 0
-    ):
-        name = body[7:end].decode("utf-8", "replace").strip()
-        return SSEEvent(name, body[end + 7 :].decode("utf-8", "replace").rstrip(), raw)
-    return _parse_lines(body.decode("utf-8", errors="replace").split("\n"), raw)
+def one_line_from(raw: bytes, start: int) -> bool:
+    """Whether the event's bytes (``SSESplitter.split``) from ``start`` on are one line, ended
+    by the event's blank line: a reader that has checked the bytes before ``start`` knows the
+    event's fields without parsing it."""
+    return raw.find(b"\n", start) == len(raw) - 2 and raw.endswith(b"\n\n") and _CR not in raw
 
 
 def parse_event(raw: bytes) -> SSEEvent:
     """Parse one event's bytes into its name and data (fields other than these are ignored)."""
+    if raw.endswith(b"\n\n") and _CR not in raw:
+        return _parse_lf(raw)
     return _parse_lines(_LINE_END.split(raw.decode("utf-8", errors="replace")), raw)
+
+
+def _parse_lf(raw: bytes) -> SSEEvent:
+    """``parse_event`` for an event without CR, ended by ``\\n\\n``, with the two shapes vendors
+    send taken without a loop: one ``data:`` line, or an ``event:`` line then one ``data:``
+    line."""
+    stop = len(raw) - 2
+    end = raw.find(b"\n", 0, stop)
+    if end < 0:
+        if raw.startswith(b"data: "):
+            return SSEEvent("", raw[6:stop].decode("utf-8", "replace").rstrip(), raw)
+    elif (
+        raw.startswith(b"event: ")
+        and raw.startswith(b"data: ", end + 1)
+        and raw.find(b"\n", end + 1, stop) < 0
+    ):
+        name = raw[7:end].decode("utf-8", "replace").strip()
+        return SSEEvent(name, raw[end + 7 : stop].decode("utf-8", "replace").rstrip(), raw)
+    return _parse_lines(raw[:stop].decode("utf-8", errors="replace").split("\n"), raw)
 
 
 def _parse_lines(lines: list[str], raw: bytes) -> SSEEvent:

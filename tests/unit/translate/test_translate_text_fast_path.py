@@ -1,6 +1,7 @@
-"""Plain text deltas skip the canonical events on a translated stream (``TranslatingObserver``):
-every recorded stream, translated for a client of the other protocol, comes out byte for byte as
-the full decode and encode of every event gives it, with the same usage and counts."""
+"""Plain text deltas skip the canonical events on a translated stream (``TranslatingObserver``),
+and Anthropic's skip the SSE parsing too (``observe_raw``): every recorded stream, translated
+for a client of the other protocol, comes out byte for byte as the full decode and encode of
+every event gives it, with the same usage and counts."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from orcarouter.canonical import StreamEvent
 from orcarouter.providers.exchange import TranslatingObserver
 from orcarouter.translate.codecs import AnthropicCodec, OpenAICodec, StreamEncoder, WireCodec
 from orcarouter.translate.common import TranslationError
-from orcarouter.wire.sse import SSEEvent, SSESplitter
+from orcarouter.wire.sse import SSEEvent, SSESplitter, parse_event
+from tests.support.observers import observed
 from tests.support.recordings import Interaction, load_family
 
 # (recorded family, the upstream's codec, the client's codec)
@@ -34,6 +36,26 @@ def _events(interaction: Interaction) -> list[SSEEvent]:
     return [*events, *([last] if last else [])]
 
 
+def _raw_events(interaction: Interaction) -> tuple[list[bytes], SSEEvent | None]:
+    """The stream's events as ``SSESplitter.split`` gives them, and its unterminated tail."""
+    assert interaction.response_text is not None
+    splitter = SSESplitter()
+    return splitter.split(interaction.response_text.encode()), splitter.close()
+
+
+def _translate_raw(
+    interaction: Interaction, upstream: WireCodec, client: WireCodec, usage: bool
+) -> tuple[object, ...]:
+    """``_observe`` through ``observe_raw``, as the relay reads a stream."""
+    observer = TranslatingObserver(upstream.stream_decoder(), client.stream_encoder(usage))
+    raws, tail = _raw_events(interaction)
+    out = [observer.observe_raw(raw) for raw in raws]
+    if tail is not None:
+        out.append(observer.observe(tail))
+    out.append(observer.close())
+    return observed(observer, out)
+
+
 def _translate(
     events: list[SSEEvent], upstream: WireCodec, client: WireCodec, usage: bool, fast: bool
 ) -> tuple[object, ...]:
@@ -48,14 +70,7 @@ def _observe(observer: TranslatingObserver, events: list[SSEEvent]) -> tuple[obj
     """Everything the observer writes and counts over ``events``, then the stream's end."""
     out = [observer.observe(event) for event in events]
     out.append(observer.close())
-    return (
-        out,
-        observer.usage,
-        observer.produced,
-        observer.upstream_model,
-        observer.finished,
-        observer.error_type,
-    )
+    return observed(observer, out)
 
 
 @pytest.mark.parametrize(
@@ -82,6 +97,60 @@ def test_every_recorded_stream_translates_as_the_full_path_does(
             continue
         fast = _translate(_events(interaction), upstream, client, usage, fast=True)
         assert fast == full, f"{interaction.file} #{interaction.index}"
+        raw = _translate_raw(interaction, upstream, client, usage)
+        assert raw == full, f"{interaction.file} #{interaction.index}"
+
+
+def test_the_raw_reader_finds_the_recorded_text_deltas_and_reads_them_as_parsed() -> None:
+    decoder = AnthropicCodec().stream_decoder()
+    found = parsed = 0
+    for interaction in _streams("anthropic-messages"):
+        for raw in _raw_events(interaction)[0]:
+            by_bytes = decoder.raw_text(raw)  # type: ignore[attr-defined]
+            by_parse = decoder.text_delta(parse_event(raw))  # type: ignore[attr-defined]
+            assert by_bytes in (None, by_parse), raw
+            found += by_bytes is not None
+            parsed += by_parse is not None
+    assert parsed > 200
+    assert found == parsed  # every one: Anthropic's own shape
+
+
+_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_MID = b',"delta":{"type":"text_delta","text":'
+_ESCAPED = '"\\"}} \\u00e9\u00e9 \\n"}}\n\n'.encode()  # escapes, and UTF-8 as it is
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (_HEAD + b"0" + _MID + b'"hi"}}\n\n', (0, "hi")),
+        (_HEAD + b"7" + _MID + _ESCAPED, (7, '"}} \u00e9\u00e9 \n')),
+        (_HEAD + b"3" + _MID + b'"hi"}    }\n\n', (3, "hi")),  # padded, as Anthropic does
+        (_HEAD + b"3" + _MID + b'"hi" }}\n\n', (3, "hi")),
+        (_HEAD + b"3" + _MID + b'"hi"}\t}\n\n', None),  # other white space: parsed instead
+        (_HEAD + b"3" + _MID + b'"h}"  }\n\n', None),  # the delta not closed
+        (_HEAD + b"12" + _MID + b'"hi"}}\n\n', (12, "hi")),
+        (_HEAD + b"123" + _MID + b'"hi"}}\n\n', None),  # three digits: parsed instead
+        (_HEAD + b"01" + _MID + b'"hi"}}\n\n', None),  # not a JSON number
+        (_HEAD + b"1x" + _MID + b'"hi"}}\n\n', None),
+        (_HEAD + b"0" + _MID + b'"hi","extra":1}}\n\n', None),  # more than the text
+        (_HEAD + b"0" + _MID + b'"a" , "b"}}\n\n', None),
+        (_HEAD + b"0" + _MID + b"5}}\n\n", None),  # not a string
+        (_HEAD + b"0" + _MID + b'"a\nb"}}\n\n', None),  # a line break: two data lines
+        (_HEAD + b"0" + _MID + b'"hi"}}\r\n\r\n', None),
+        (_HEAD + b"0" + _MID + b'"hi"}}}\n\n', None),
+        (_HEAD + b"x" + _MID + b'"hi"}}\n\n', None),
+        (b'event: content_block_delta\ndata: {"index":0,"type":"content_block_delta",'
+         b'"delta":{"type":"text_delta","text":"hi"}}\n\n', None),  # keys in another order
+    ],
+)  # fmt: skip
+def test_the_raw_reader_takes_only_events_it_can_read_exactly(
+    raw: bytes, expected: tuple[int, str] | None
+) -> None:
+    decoder = AnthropicCodec().stream_decoder()
+    assert decoder.raw_text(raw) == expected  # type: ignore[attr-defined]
+    if expected is not None:
+        assert decoder.text_delta(parse_event(raw)) == expected  # type: ignore[attr-defined]
 
 
 class _RefusingEncoder:

@@ -8,6 +8,7 @@ import pytest
 from orcarouter.providers import openai_compat
 from orcarouter.providers.openai_compat import OpenAIStreamObserver
 from orcarouter.wire.sse import SSESplitter
+from tests.support.observers import observed
 from tests.support.recordings import Interaction, load_family
 
 STREAMS = [i for i in load_family("openai-chat") if i.is_stream and i.status == 200]
@@ -20,14 +21,7 @@ def _observe(interaction: Interaction, strip: bool) -> tuple[object, ...]:
     events = splitter.feed(interaction.response_text.encode())
     last = splitter.close()
     out = [observer.observe(e) for e in [*events, *([last] if last else [])]]
-    return (
-        out,
-        observer.usage,
-        observer.produced,
-        observer.upstream_model,
-        observer.finished,
-        observer.error_type,
-    )
+    return observed(observer, out)
 
 
 def test_there_are_recorded_streams_to_compare() -> None:

@@ -51,7 +51,7 @@ from orcarouter.translate.openai_chat.responses import citation_to_annotation
 from orcarouter.translate.stop_reasons import stop_to_openai
 from orcarouter.translate.usage import usage_to_openai
 
-_TEXT_TAIL = b'},"finish_reason":null}]}'
+_TEXT_TAIL = b'},"finish_reason":null}]}\n\n'
 
 
 @dataclass(slots=True)
@@ -93,7 +93,7 @@ class OpenAIChunkEncoder:
         self._unmarked: list[JsonDict] = []
         self._finished = False
         self._stopped = False
-        self._text_head: bytes | None = None  # a text chunk's JSON up to its content
+        self._text_head: bytes | None = None  # a text chunk's event up to its content
 
     def feed(self, event: StreamEvent) -> list[JsonDict]:
         """Translate one canonical event into zero or more chunks."""
@@ -116,11 +116,11 @@ class OpenAIChunkEncoder:
             return self._message_stop()
         return self._error(event)
 
-    def text_chunk(self, index: int, text: str) -> bytes | None:
-        """What ``feed(BlockDelta(index=index, delta=TextDelta(text=text)))`` gives, as JSON
-        bytes without building it: the one chunk (b"" for none). None when the event is not
-        the plain case of a text block's delta here; then ``feed`` it. A stream's hot path:
-        nearly every event of a text answer is this one."""
+    def text_event(self, index: int, text: str) -> bytes | None:
+        """What ``feed(BlockDelta(index=index, delta=TextDelta(text=text)))`` gives, framed as
+        its SSE event without building it (b"" for none). None when the event is not the plain
+        case of a text block's delta here; then ``feed`` it. A stream's hot path: nearly every
+        event of a text answer is this one."""
         state = self._blocks.get(index)
         if self._stopped or state is None or not isinstance(state.block, Text):
             return None
@@ -132,7 +132,7 @@ class OpenAIChunkEncoder:
             chunk = self._chunk({})  # fixes ``created`` as any chunk does
             del chunk["choices"]
             head = self._text_head = (
-                orjson.dumps(chunk)[:-1] + b',"choices":[{"index":0,"delta":{"content":'
+                b"data: " + orjson.dumps(chunk)[:-1] + b',"choices":[{"index":0,"delta":{"content":'
             )
         return head + orjson.dumps(text) + _TEXT_TAIL
 
