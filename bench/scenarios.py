@@ -1,10 +1,10 @@
 """The benchmark's scenarios: one entry per kind of traffic, each a fixed request and answer.
 
 A scenario says which gateway route the client calls, which model it asks for, and what the fake
-upstream serves for the provider that model resolves to. Adding a kind of traffic (for example
-cross-format translation, once it exists) is one more entry in ``SCENARIOS``: give it the gateway
-body in the client's format and the upstream path and answer of the provider it reaches, as
-``cross-format stream`` does (an OpenAI client, an Anthropic upstream).
+upstream serves for the provider that model resolves to. Adding a kind of traffic is one more
+entry in ``SCENARIOS``: give it the gateway body in the client's format and the upstream path and
+answer of the provider it reaches, as the two ``cross-format stream`` scenarios do (an OpenAI
+client and an Anthropic upstream, and the other way round).
 """
 
 from __future__ import annotations
@@ -133,25 +133,23 @@ def _anthropic(name: str, provider_id: str, *, stream: bool) -> Scenario:
     )
 
 
-def _cross_stream(name: str, provider_id: str) -> Scenario:
-    """An OpenAI client streaming from an Anthropic upstream: every event is translated."""
-    model = payloads.ANTHROPIC_MODEL_UPSTREAM
-    response, events = payloads.anthropic_stream()
-    return Scenario(
-        name=name,
-        provider_id=provider_id,
-        protocol="anthropic",
-        upstream_model=model,
-        gateway_route=OPENAI_ROUTE,
-        upstream_suffix="/messages",
-        stream=True,
-        gateway_body=payloads.openai_request(GATEWAY_MODEL, stream=True),
-        direct_body=payloads.anthropic_request(model, stream=True),
-        headers=(("anthropic-version", "2023-06-01"),),
-        response=response,
-        content_type="text/event-stream",
-        events=events,
-        client_protocol="openai",
+def _cross_stream(name: str, provider_id: str, client: str) -> Scenario:
+    """A client of one protocol streaming from an upstream of the other: every event is
+    translated (``client``: "openai" for an Anthropic upstream, "anthropic" for an OpenAI one)."""
+    if client == "openai":
+        upstream = _anthropic(name, provider_id, stream=True)
+        gateway_body, route = payloads.openai_request(GATEWAY_MODEL, stream=True), OPENAI_ROUTE
+    else:
+        upstream = _openai(name, provider_id, stream=True)
+        gateway_body = payloads.anthropic_request(GATEWAY_MODEL, stream=True)
+        route = ANTHROPIC_ROUTE
+    headers = (("anthropic-version", "2023-06-01"),)  # what either upstream or client expects
+    return replace(
+        upstream,
+        gateway_route=route,
+        gateway_body=gateway_body,
+        headers=headers,
+        client_protocol=client,
     )
 
 
@@ -160,7 +158,8 @@ SCENARIOS: list[Scenario] = [
     _anthropic("anthropic non-stream", "ant", stream=False),
     _openai("openai stream", "oai-sse", stream=True),
     _anthropic("anthropic stream", "ant-sse", stream=True),
-    _cross_stream("cross-format stream", "xant-sse"),
+    _cross_stream("cross-format stream", "xant-sse", client="openai"),
+    _cross_stream("cross-format stream (anthropic client)", "xoai-sse", client="anthropic"),
 ]
 
 

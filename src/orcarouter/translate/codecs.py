@@ -15,7 +15,7 @@ import orjson
 from orcarouter.canonical import MessageStop, Request, Response, StreamEvent
 from orcarouter.translate import anthropic_messages, gemini, openai_chat
 from orcarouter.translate.common import JsonDict, RequestTranslation
-from orcarouter.wire.sse import SSEEvent, encode_event
+from orcarouter.wire.sse import SSEEvent, encode_event, one_line_from
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,8 +104,12 @@ class WireCodec(Protocol):
 
 
 def _json(event: SSEEvent) -> Any:
+    return _loads(event.data)
+
+
+def _loads(data: str) -> Any:
     try:
-        return orjson.loads(event.data)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
 
@@ -127,9 +131,18 @@ class _OpenAIDecoder:
         return self._decoder.feed(chunk) if isinstance(chunk, dict) else []
 
     def text_delta(self, event: SSEEvent) -> tuple[int, str] | None:
-        if self._done or '"content"' not in event.data:
+        return self._text_of(event.data)
+
+    def raw_text(self, raw: bytes) -> tuple[int, str] | None:
+        """``text_delta`` for an event of one ``data:`` line, its data taken from the bytes."""
+        if raw.startswith(b"data: {") and raw.endswith(b"}\n\n") and one_line_from(raw, 6):
+            return self._text_of(raw[6:-2].decode("utf-8", "replace"))
+        return None
+
+    def _text_of(self, data: str) -> tuple[int, str] | None:
+        if self._done or '"content"' not in data:
             return None
-        chunk = _json(event)
+        chunk = _loads(data)
         return self._decoder.plain_text(chunk) if isinstance(chunk, dict) else None
 
     def finish(self) -> list[StreamEvent]:
@@ -221,9 +234,9 @@ class _AnthropicDecoder:
     def raw_text(self, raw: bytes) -> tuple[int, str] | None:
         """``text_delta`` read from the event's bytes, for the one shape Anthropic sends (its
         keys in its order, one ``data:`` line, a block index below 100, spaces only where it
-        pads the object's end); None for any other, which then takes the full path. The text's
-        JSON string must be the whole rest of the object, so the event means exactly what its
-        full decode would."""
+        pads the object's end, between its last two braces); None for any other, which then
+        takes the full path. The text's JSON string must be the whole rest of the object, so
+        the event means exactly what its full decode would."""
         if not (raw.startswith(_RAW_TEXT_HEAD) and raw.endswith(b"}\n\n")):
             return None
         digit = raw[_INDEX_AT] - 0x30
@@ -236,8 +249,10 @@ class _AnthropicDecoder:
             index, text_at = 10 * digit + second, _INDEX_AT + 2 + len(_RAW_TEXT_MID)
         else:
             return None
-        rest = raw[text_at:-3].rstrip(b" ")  # the text, the delta's "}" and the padding
-        if not rest.endswith(b"}"):
+        # The text's JSON string, then the delta's "}" and the padding; no white space around
+        # the string, where a CR or LF would end the line for SSE (and be lost to JSON).
+        rest = raw[text_at:-3].rstrip(b" ")
+        if raw[text_at] != 0x22 or not rest.endswith(b'"}'):
             return None
         try:
             text = orjson.loads(rest[:-1])

@@ -6,6 +6,8 @@ every event gives it, with the same usage and counts."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +18,9 @@ from orcarouter.translate.common import TranslationError
 from orcarouter.wire.sse import SSEEvent, SSESplitter, parse_event
 from tests.support.observers import observed
 from tests.support.recordings import Interaction, load_family
+
+T = TypeVar("T")
+Found = tuple[int, str] | None  # a text delta's block index and text
 
 # (recorded family, the upstream's codec, the client's codec)
 DIRECTIONS: dict[str, tuple[str, WireCodec, WireCodec]] = {
@@ -36,21 +41,21 @@ def _events(interaction: Interaction) -> list[SSEEvent]:
     return [*events, *([last] if last else [])]
 
 
-def _raw_events(interaction: Interaction) -> tuple[list[bytes], SSEEvent | None]:
-    """The stream's events as ``SSESplitter.split`` gives them, and its unterminated tail."""
+def _raw_events(interaction: Interaction) -> list[bytes]:
+    """The stream's events as ``SSESplitter.split`` gives them (recordings end with a blank
+    line: no tail)."""
     assert interaction.response_text is not None
-    splitter = SSESplitter()
-    return splitter.split(interaction.response_text.encode()), splitter.close()
+    return SSESplitter().split(interaction.response_text.encode())
 
 
 def _translate_raw(
-    interaction: Interaction, upstream: WireCodec, client: WireCodec, usage: bool
+    stream: bytes, upstream: WireCodec, client: WireCodec, usage: bool
 ) -> tuple[object, ...]:
     """``_observe`` through ``observe_raw``, as the relay reads a stream."""
     observer = TranslatingObserver(upstream.stream_decoder(), client.stream_encoder(usage))
-    raws, tail = _raw_events(interaction)
-    out = [observer.observe_raw(raw) for raw in raws]
-    if tail is not None:
+    splitter = SSESplitter()
+    out = [observer.observe_raw(raw) for raw in splitter.split(stream)]
+    if (tail := splitter.close()) is not None:
         out.append(observer.observe(tail))
     out.append(observer.close())
     return observed(observer, out)
@@ -97,22 +102,54 @@ def test_every_recorded_stream_translates_as_the_full_path_does(
             continue
         fast = _translate(_events(interaction), upstream, client, usage, fast=True)
         assert fast == full, f"{interaction.file} #{interaction.index}"
-        raw = _translate_raw(interaction, upstream, client, usage)
+        assert interaction.response_text is not None
+        raw = _translate_raw(interaction.response_text.encode(), upstream, client, usage)
         assert raw == full, f"{interaction.file} #{interaction.index}"
 
 
-def test_the_raw_reader_finds_the_recorded_text_deltas_and_reads_them_as_parsed() -> None:
-    decoder = AnthropicCodec().stream_decoder()
-    found = parsed = 0
-    for interaction in _streams("anthropic-messages"):
-        for raw in _raw_events(interaction)[0]:
-            by_bytes = decoder.raw_text(raw)  # type: ignore[attr-defined]
-            by_parse = decoder.text_delta(parse_event(raw))  # type: ignore[attr-defined]
-            assert by_bytes in (None, by_parse), raw
-            found += by_bytes is not None
-            parsed += by_parse is not None
+def _counted(read: Callable[[T], Found], found: list[int]) -> Callable[[T], Found]:
+    """``read`` (a decoder's text reader), counting in ``found`` the text deltas it finds."""
+
+    def counting(event: T) -> Found:
+        text = read(event)
+        found[0] += text is not None
+        return text
+
+    return counting
+
+
+def _text_deltas_read(
+    interaction: Interaction, upstream: WireCodec, client: WireCodec, *, raw: bool
+) -> int:
+    """How many of the stream's events the observer read as text deltas: from their bytes
+    (``raw``), or once parsed."""
+    observer = TranslatingObserver(upstream.stream_decoder(), client.stream_encoder(True))
+    found = [0]
+    if raw:
+        assert observer._raw_text is not None
+        observer._raw_text = (_counted(observer._raw_text[0], found), observer._raw_text[1])
+        for event in _raw_events(interaction):
+            observer.observe_raw(event)
+    else:
+        assert observer._text is not None
+        observer._text = (_counted(observer._text[0], found), observer._text[1])
+        for parsed in _events(interaction):
+            observer.observe(parsed)
+    return found[0]
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_every_recorded_text_delta_is_read_from_its_bytes(direction: str) -> None:
+    family, upstream, client = DIRECTIONS[direction]
+    taken = parsed = 0
+    for interaction in _streams(family):
+        try:
+            parsed += _text_deltas_read(interaction, upstream, client, raw=False)
+        except TranslationError:  # refused alike both ways (the test above)
+            continue
+        taken += _text_deltas_read(interaction, upstream, client, raw=True)
     assert parsed > 200
-    assert found == parsed  # every one: Anthropic's own shape
+    assert taken == parsed  # every one: each vendor's own shape
 
 
 _HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
@@ -126,7 +163,11 @@ _ESCAPED = '"\\"}} \\u00e9\u00e9 \\n"}}\n\n'.encode()  # escapes, and UTF-8 as i
         (_HEAD + b"0" + _MID + b'"hi"}}\n\n', (0, "hi")),
         (_HEAD + b"7" + _MID + _ESCAPED, (7, '"}} \u00e9\u00e9 \n')),
         (_HEAD + b"3" + _MID + b'"hi"}    }\n\n', (3, "hi")),  # padded, as Anthropic does
-        (_HEAD + b"3" + _MID + b'"hi" }}\n\n', (3, "hi")),
+        (_HEAD + b"3" + _MID + b'"hi" }}\n\n', None),  # not where Anthropic pads
+        (_HEAD + b"3" + _MID + b'"hi"\r}}\n\n', None),  # a CR ends the data line
+        (_HEAD + b"3" + _MID + b'"hi"\n}}\n\n', None),
+        (_HEAD + b"3" + _MID + b'\r"hi"}}\n\n', None),
+        (_HEAD + b"3" + _MID + b' "hi"}}\n\n', None),
         (_HEAD + b"3" + _MID + b'"hi"}\t}\n\n', None),  # other white space: parsed instead
         (_HEAD + b"3" + _MID + b'"h}"  }\n\n', None),  # the delta not closed
         (_HEAD + b"12" + _MID + b'"hi"}}\n\n', (12, "hi")),
@@ -151,6 +192,14 @@ def test_the_raw_reader_takes_only_events_it_can_read_exactly(
     assert decoder.raw_text(raw) == expected  # type: ignore[attr-defined]
     if expected is not None:
         assert decoder.text_delta(parse_event(raw)) == expected  # type: ignore[attr-defined]
+    index = expected[0] if expected is not None else 3
+    opening = (
+        b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"c",'
+        b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n'
+        b'event: content_block_start\ndata: {"type":"content_block_start","index":%d,'
+        b'"content_block":{"type":"text","text":""}}\n\n' % index
+    )
+    _both_paths(opening + raw, AnthropicCodec(), OpenAICodec())
 
 
 class _RefusingEncoder:
@@ -186,7 +235,6 @@ def test_a_found_text_delta_the_encoder_refuses_is_encoded_once(
 
 
 def test_a_text_delta_for_a_block_that_is_not_text_takes_the_full_path() -> None:
-    splitter = SSESplitter()
     raw = (
         b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","model":"c",'
         b'"usage":{"input_tokens":3,"output_tokens":1}}}\n\n'
@@ -197,12 +245,11 @@ def test_a_text_delta_for_a_block_that_is_not_text_takes_the_full_path() -> None
         b'event: content_block_delta\ndata: {"type":"content_block_delta","index":3,'
         b'"delta":{"type":"text_delta","text":"no such block"}}\n\n'
     )
-    out = _both_paths(splitter.feed(raw), AnthropicCodec(), OpenAICodec())
+    out = _both_paths(raw, AnthropicCodec(), OpenAICodec())
     assert b"stray" not in out
 
 
 def test_an_openai_chunk_with_more_than_text_takes_the_full_path() -> None:
-    splitter = SSESplitter()
     raw = (
         b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant",'
         b'"content":"a"}}]}\n\n'
@@ -212,14 +259,43 @@ def test_an_openai_chunk_with_more_than_text_takes_the_full_path() -> None:
         b'"finish_reason":"stop"}],"usage":{"prompt_tokens":2,"completion_tokens":3}}\n\n'
         b"data: [DONE]\n\n"
     )
-    out = _both_paths(splitter.feed(raw), OpenAICodec(), AnthropicCodec())
+    out = _both_paths(raw, OpenAICodec(), AnthropicCodec())
     assert b'"thinking":"think"' in out
 
 
-def _both_paths(events: list[SSEEvent], upstream: WireCodec, client: WireCodec) -> bytes:
-    """The client's bytes, checked to be the same with and without the fast path."""
+def _both_paths(stream: bytes, upstream: WireCodec, client: WireCodec) -> bytes:
+    """The client's bytes, checked to be the same on every path: each event parsed and fully
+    decoded, parsed and taken as text where it is, read from its bytes where it can be."""
+    events = SSESplitter().feed(stream)
     fast = _translate(events, upstream, client, True, fast=True)
     assert fast == _translate(events, upstream, client, True, fast=False)
+    assert fast == _translate_raw(stream, upstream, client, True)
     out = fast[0]
     assert isinstance(out, list)
     return b"".join(out)
+
+
+_OPENAI_TEXT = b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"content":"%s"}}]}'
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        _OPENAI_TEXT % b"plain" + b"\n\n",
+        _OPENAI_TEXT % b"crlf" + b"\r\n\r\n",
+        (_OPENAI_TEXT % b"a CR ends the line").replace(b',"model"', b',\r"model"') + b"\n\n",
+        (_OPENAI_TEXT % b"two lines").replace(b',"model"', b'\ndata: ,"model"') + b"\n\n",
+        b": a comment\n" + _OPENAI_TEXT % b"after a comment" + b"\n\n",
+        _OPENAI_TEXT % b"\xc3\xa7a, \\u00e7a" + b"\n\n",
+    ],
+)
+def test_openai_text_chunks_read_from_their_bytes_or_not_translate_alike(event: bytes) -> None:
+    first = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{"role":"assistant",'
+        b'"content":"a"}}]}\n\n'
+    )
+    end = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":2,"completion_tokens":3}}\n\ndata: [DONE]\n\n'
+    )
+    _both_paths(first + event + end, OpenAICodec(), AnthropicCodec())
