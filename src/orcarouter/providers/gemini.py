@@ -16,7 +16,7 @@ from orcarouter.canonical import Usage
 from orcarouter.providers.base import ObservedStream, error_message, error_object
 from orcarouter.settings import Provider
 from orcarouter.translate.usage import usage_from_gemini
-from orcarouter.wire.sse import SSEEvent
+from orcarouter.wire.sse import SSEEvent, json_data_line, parse_event
 
 
 class GeminiStreamObserver(ObservedStream):
@@ -24,17 +24,24 @@ class GeminiStreamObserver(ObservedStream):
 
     __slots__ = ()
 
+    def observe_raw(self, raw: bytes) -> bytes:
+        """``observe`` for the event's bytes: a chunk of one ``data:`` line (nearly every one)
+        is read without the SSE parsing."""
+        data = json_data_line(raw)
+        return self.observe(parse_event(raw)) if data is None else self._chunk(data, raw)
+
     def observe(self, event: SSEEvent) -> bytes:
         """Every chunk is forwarded; usage is cumulative, the last one wins."""
-        if not event.data:
-            return event.raw
+        return self._chunk(event.data, event.raw) if event.data else event.raw
+
+    def _chunk(self, data: str, raw: bytes) -> bytes:
         try:
-            chunk = orjson.loads(event.data)
+            chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            return event.raw
+            return raw
         if isinstance(chunk, dict):
             self._read(chunk)
-        return event.raw
+        return raw
 
     def _read(self, chunk: dict[str, Any]) -> None:
         error = chunk.get("error")

@@ -16,7 +16,7 @@ from orcarouter.canonical import Usage
 from orcarouter.providers.base import ObservedStream, error_message, error_object
 from orcarouter.settings import Provider
 from orcarouter.translate.usage import usage_from_openai
-from orcarouter.wire.sse import SSEEvent, one_line_from, parse_event
+from orcarouter.wire.sse import SSEEvent, json_data_line, parse_event
 
 
 def client_wants_usage(payload: Mapping[str, Any]) -> bool:
@@ -43,12 +43,13 @@ class OpenAIStreamObserver(ObservedStream):
     def observe_raw(self, raw: bytes) -> bytes:
         """``observe`` for the event's bytes: an event of one ``data:`` line is read without
         the SSE parsing, and a plain content delta goes on at once."""
-        if raw.startswith(b"data: {") and raw.endswith(b"}\n\n") and one_line_from(raw, 6):
-            if self._plain_delta(data := raw[6:-2].decode("utf-8", "replace")):
-                self.produced += 1
-                return raw
-            return self._read(data, raw)
-        return self.observe(parse_event(raw))
+        data = json_data_line(raw)
+        if data is None:
+            return self.observe(parse_event(raw))
+        if self._plain_delta(data):
+            self.produced += 1
+            return raw
+        return self._read(data, raw)
 
     def observe(self, event: SSEEvent) -> bytes:
         """Read one event; the usage-only chunk is held back if the client did not ask for it."""

@@ -15,7 +15,7 @@ import orjson
 from orcarouter.canonical import MessageStop, Request, Response, StreamEvent
 from orcarouter.translate import anthropic_messages, gemini, openai_chat
 from orcarouter.translate.common import JsonDict, RequestTranslation
-from orcarouter.wire.sse import SSEEvent, encode_event, one_line_from
+from orcarouter.wire.sse import SSEEvent, encode_event, json_data_line
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,9 +135,8 @@ class _OpenAIDecoder:
 
     def raw_text(self, raw: bytes) -> tuple[int, str] | None:
         """``text_delta`` for an event of one ``data:`` line, its data taken from the bytes."""
-        if raw.startswith(b"data: {") and raw.endswith(b"}\n\n") and one_line_from(raw, 6):
-            return self._text_of(raw[6:-2].decode("utf-8", "replace"))
-        return None
+        data = json_data_line(raw)
+        return None if data is None else self._text_of(data)
 
     def _text_of(self, data: str) -> tuple[int, str] | None:
         if self._done or '"content"' not in data:

@@ -112,6 +112,22 @@ def one_line_from(raw: bytes, start: int) -> bool:
     return raw.find(b"\n", start) == len(raw) - 2 and raw.endswith(b"\n\n") and _CR not in raw
 
 
+def json_data_line(raw: bytes) -> str | None:
+    """The data of an event (``SSESplitter.split``) that is one ``data:`` line holding a JSON
+    object, ended by LF LF or CR LF CR LF, decoded as ``parse_event`` decodes it; None for any
+    other event."""
+    if not raw.startswith(b"data: {"):
+        return None
+    if raw.endswith(b"}\n\n"):
+        data = raw[6:-2].decode("utf-8", "replace")
+    elif raw.endswith(b"}\r\n\r\n"):  # Gemini's line ends
+        data = raw[6:-4].decode("utf-8", "replace")
+    else:
+        return None
+    # Only ASCII bytes decode to CR or LF: in the text, they are the bytes'.
+    return data if "\n" not in data and "\r" not in data else None
+
+
 def parse_event(raw: bytes) -> SSEEvent:
     """Parse one event's bytes into its name and data (fields other than these are ignored)."""
     if raw.endswith(b"\n\n") and _CR not in raw:

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orcarouter.wire.sse import SSEError, SSEEvent, SSESplitter, encode_event, parse_event
+from orcarouter.wire.sse import (
+    SSEError,
+    SSEEvent,
+    SSESplitter,
+    encode_event,
+    json_data_line,
+    one_line_from,
+    parse_event,
+)
 
 ENDINGS = ("\n", "\r\n", "\r")
 
@@ -321,3 +329,39 @@ def test_chunking_never_changes_the_events_of_arbitrary_bytes(data: bytes, cuts:
 
 def _meaningful(events: list[SSEEvent]) -> list[tuple[str, str]]:
     return [(e.event, e.data) for e in events if not e.is_comment]
+
+
+# --- reading an event from its bytes -------------------------------------------------------
+
+
+@given(
+    lines=st.lists(
+        st.lists(st.sampled_from([*'{}"a :\r\né', "data: ", "event: x"]), max_size=12).map("".join),
+        min_size=1,
+        max_size=3,
+    ),
+    ending=st.sampled_from(["\n\n", "\r\n\r\n", "\r\r", "\n\r\n", " \n\n"]),
+    start=st.integers(min_value=0, max_value=8),
+)
+def test_what_is_read_from_an_events_bytes_is_what_parsing_it_gives(
+    lines: list[str], ending: str, start: int
+) -> None:
+    stream = ("data: {" + "\n".join(lines) + "}" + ending).encode()
+    splitter = SSESplitter()
+    for raw in [*splitter.split(stream), *([last.raw] if (last := splitter.close()) else [])]:
+        event = parse_event(raw)
+        data = json_data_line(raw)
+        if data is not None:
+            assert (event.event, event.data) == ("", data)
+        if one_line_from(raw, start):
+            assert event.raw.find(b"\n", start) == len(raw) - 2
+            assert b"\r" not in raw and raw.endswith(b"\n\n")
+
+
+def test_json_data_lines_are_read_with_either_vendors_line_ends() -> None:
+    assert json_data_line(b'data: {"a":1}\n\n') == '{"a":1}'
+    assert json_data_line(b'data: {"a":"\xc3\xa9"}\r\n\r\n') == '{"a":"\u00e9"}'
+    assert json_data_line(b'data: {"a":1}\r{"b":2}\n\n') is None  # a CR ends the line
+    assert json_data_line(b'data: {"a":1}\ndata: {"b":2}\n\n') is None
+    assert json_data_line(b'event: x\ndata: {"a":1}\n\n') is None
+    assert json_data_line(b"data: [DONE]\n\n") is None
