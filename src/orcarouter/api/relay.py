@@ -199,9 +199,7 @@ async def relay_stream(
         try:
             async with asyncio.timeout_at(first_event_by) as deadline:
                 while (chunk := await response.next_chunk()) is not None:
-                    out = [
-                        data for raw in splitter.split(chunk) if (data := observer.observe_raw(raw))
-                    ]
+                    out = _relayed(splitter, observer, chunk)
                     if peek and not exchange.committed and observer.error_type is not None:
                         raise _first_event_error(observer.error_type)
                     if out and deadline.when() is not None:  # the first event came
@@ -234,6 +232,11 @@ async def relay_stream(
     if exchange.committed and not exchange.finished:
         exchange.finished = True
         await send({"type": "http.response.body", "body": b""})
+
+
+def _relayed(splitter: SSESplitter, observer: StreamObserver, chunk: bytes) -> list[bytes]:
+    """What the client gets for the events ``chunk`` completes (nothing for events it drops)."""
+    return [data for raw in splitter.split(chunk) if (data := observer.observe_raw(raw))]
 
 
 async def _fail(
@@ -282,7 +285,7 @@ async def _push(
         if failure:
             return None
         try:
-            out = [data for raw in splitter.split(chunk) if (data := observer.observe_raw(raw))]
+            out = _relayed(splitter, observer, chunk)
             if observer.finished:
                 held.extend(out)
                 return None

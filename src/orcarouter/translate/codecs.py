@@ -103,10 +103,6 @@ class WireCodec(Protocol):
         ...
 
 
-def _json(event: SSEEvent) -> Any:
-    return _loads(event.data)
-
-
 def _loads(data: str) -> Any:
     try:
         return orjson.loads(data)
@@ -127,7 +123,7 @@ class _OpenAIDecoder:
         if event.data == "[DONE]":
             self._done = True
             return self._decoder.finish()
-        chunk = _json(event)
+        chunk = _loads(event.data)
         return self._decoder.feed(chunk) if isinstance(chunk, dict) else []
 
     def text_delta(self, event: SSEEvent) -> tuple[int, str] | None:
@@ -216,13 +212,13 @@ class _AnthropicDecoder:
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if not event.data:
             return []
-        data = _json(event)
+        data = _loads(event.data)
         return self._decoder.feed(data) if isinstance(data, dict) else []
 
     def text_delta(self, event: SSEEvent) -> tuple[int, str] | None:
         if '"text_delta"' not in event.data:  # cheap: most other events are not read twice
             return None
-        data = _json(event)
+        data = _loads(event.data)
         if not isinstance(data, dict) or data.get("type") != "content_block_delta":
             return None
         delta = data.get("delta")
@@ -341,7 +337,7 @@ class _GeminiDecoder:
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if not event.data:
             return []
-        chunk = _json(event)
+        chunk = _loads(event.data)
         if not isinstance(chunk, dict):
             return []
         for candidate in chunk.get("candidates") or []:

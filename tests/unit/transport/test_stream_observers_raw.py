@@ -5,15 +5,17 @@ out as parsing every event gives it: the same bytes for the client and the same 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import pytest
 
+from orcarouter.providers import base
 from orcarouter.providers.anthropic import AnthropicStreamObserver
 from orcarouter.providers.base import ObservedStream
 from orcarouter.providers.gemini import GeminiStreamObserver
 from orcarouter.providers.openai_compat import OpenAIStreamObserver
-from orcarouter.wire.sse import SSESplitter, parse_event
+from orcarouter.wire.sse import SSEEvent, SSESplitter, parse_event
 from tests.support.observers import observed
 from tests.support.recordings import load_family
 
@@ -55,6 +57,42 @@ def test_every_recorded_stream_is_read_from_its_bytes_as_parsed(name: str) -> No
     for interaction in streams:
         assert interaction.response_text is not None
         _both(make, interaction.response_text.encode())
+
+
+# Of each vendor's recorded events, the ones its observer must read without parsing: the
+# content deltas (Anthropic), every chunk of one data: line (OpenAI, Gemini).
+SHORTCUT_SHARE = {
+    "openai": 0.9,
+    "openai, usage chunk stripped": 0.9,
+    "anthropic": 0.6,
+    "gemini": 0.9,
+}
+
+
+@pytest.mark.parametrize("name", OBSERVERS)
+def test_most_recorded_events_are_read_without_parsing(
+    monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    family, make = OBSERVERS[name]
+    parsed: list[bytes] = []
+
+    def counted(raw: bytes) -> SSEEvent:
+        parsed.append(raw)
+        return parse_event(raw)
+
+    # Wherever an observer may parse: its own module, or the default ``observe_raw``.
+    monkeypatch.setattr(sys.modules[type(make()).__module__], "parse_event", counted)
+    monkeypatch.setattr(base, "parse_event", counted)
+    events = 0
+    for interaction in load_family(family):
+        if interaction.is_stream and interaction.response_text:
+            raws = SSESplitter().split(interaction.response_text.encode())
+            observer = make()
+            for raw in raws:
+                observer.observe_raw(raw)
+            events += len(raws)
+    assert events > 50
+    assert len(parsed) <= (1 - SHORTCUT_SHARE[name]) * events, parsed[:3]
 
 
 _ANTHROPIC_START = (
