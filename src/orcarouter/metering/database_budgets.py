@@ -347,9 +347,7 @@ class DatabaseBudgets(QueuedHolds[str, _Change]):
         if len(self._queue) >= self._max_batch:
             self._wakeup.set()
 
-    async def _send_batch(self) -> None:
-        ids = list(self._queue)[: self._max_batch]
-        batch = [(request_id, self._queue.pop(request_id)) for request_id in ids]
+    async def _send_batch(self, batch: list[tuple[str, _Change]]) -> None:
         changes = [
             HoldChange(
                 request_id,

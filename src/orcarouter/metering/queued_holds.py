@@ -42,6 +42,7 @@ class QueuedHolds(Generic[Slot, Change]):
         self._mirror_ttl = mirror_ttl
         self._mirrors: dict[str, Reservation] = {}  # request id -> its hold in ``local``
         self._queue: dict[Slot, Change] = {}
+        self._in_flight = 0  # changes taken from the queue by a batch being sent
         self._unshared: set[str] = set()  # holds decided locally, not yet shared
         self._sending = asyncio.Lock()
         self._wakeup = asyncio.Event()
@@ -62,17 +63,25 @@ class QueuedHolds(Generic[Slot, Change]):
 
     @property
     def pending(self) -> int:
-        """Changes not yet taken by the shared place."""
-        return len(self._queue)
+        """Changes not yet taken by the shared place, those of a batch being sent included."""
+        return len(self._queue) + self._in_flight
 
     async def flush(self) -> None:
         """Send everything queued now; raises one of ``unavailable`` when it is not taken."""
         async with self._sending:
             while self._queue:
-                await self._send_batch()
+                batch = [
+                    (slot, self._queue.pop(slot)) for slot in list(self._queue)[: self._max_batch]
+                ]
+                self._in_flight = len(batch)
+                try:
+                    await self._send_batch(batch)
+                finally:
+                    self._in_flight = 0
 
-    async def _send_batch(self) -> None:
-        """Send up to ``max_batch`` queued changes; on failure, put them back (newer wins)."""
+    async def _send_batch(self, batch: list[tuple[Slot, Change]]) -> None:
+        """Send ``batch``, taken from the queue; on failure, put it back (newer wins) and
+        raise."""
         raise NotImplementedError
 
     async def close(self, grace: float = 5.0) -> None:

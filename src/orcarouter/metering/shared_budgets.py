@@ -528,9 +528,7 @@ class SharedBudgets(QueuedHolds[tuple[Holder, str], _Change]):
         if len(self._queue) >= self._max_batch:
             self._wakeup.set()
 
-    async def _send_batch(self) -> None:
-        slots = list(self._queue)[: self._max_batch]
-        batch = [(slot, self._queue.pop(slot)) for slot in slots]
+    async def _send_batch(self, batch: list[tuple[tuple[Holder, str], _Change]]) -> None:
         index: dict[Holder, int] = {}
         keys = [self._clock_key]
         args: list[Any] = [self._linger, self._keep]

@@ -33,12 +33,12 @@ from orcarouter.store.wallets import (
     HOLD_OPEN,
     HOLD_SETTLED,
     Charge,
-    HoldAsk,
     HoldChange,
     HoldRepository,
     Room,
     WalletRepository,
 )
+from tests.support.gate import Gate
 from tests.unit.core.conftest import Store
 
 WS = "ws_db"
@@ -357,17 +357,9 @@ async def test_a_hold_its_request_gave_up_on_is_not_left_behind(
     key = await _key(any_store)
     await wallets.top_up(WS, 10_000, "admin")
     a = process()
-    taken, go_on = asyncio.Event(), asyncio.Event()
-    decide = a.holds.hold_many
-
-    async def slowly(asks: list[HoldAsk], now: datetime) -> list[Room]:
-        taken.set()
-        await go_on.wait()
-        return await decide(asks, now)
-
-    monkeypatch.setattr(a.holds, "hold_many", slowly)
+    transaction = Gate(monkeypatch, a.holds, "hold_many")
     in_flight = asyncio.create_task(a.hold("req_in_flight", WS, key, 4_000))
-    await taken.wait()  # its transaction is running
+    await transaction.entered.wait()  # its transaction is running
     waiting = asyncio.create_task(a.hold("req_waiting", WS, key, 4_000))
     await asyncio.sleep(0)
     assert [asked.ask.request_id for asked in a._asks] == ["req_waiting"]
@@ -378,7 +370,7 @@ async def test_a_hold_its_request_gave_up_on_is_not_left_behind(
         with pytest.raises(asyncio.CancelledError):
             await task
     assert a._asks == []  # the waiting ask is dropped, never decided
-    go_on.set()
+    transaction.release()
     await deciding  # the hold in flight is stored, then its deletion queued
     await a.flush()
     assert _holds_in(any_store) == {} and a.pending == 0

@@ -25,6 +25,7 @@ from orcarouter.observability.metrics import Metrics
 from orcarouter.state.redis import SharedStore
 from orcarouter.store.repositories import utcnow
 from orcarouter.store.wallets import Charge, WalletRepository
+from tests.support.gate import Gate
 from tests.support.services import RedisSpace
 from tests.support.tcp_proxy import TcpProxy
 from tests.unit.core.conftest import Store
@@ -329,6 +330,28 @@ async def test_recovery_sends_the_local_holds_then_decides_shared_again(
             with pytest.raises(asyncio.CancelledError):
                 await sender
             await a.close(grace=0.5)
+
+
+async def test_changes_being_sent_are_pending_until_redis_takes_them(
+    sqlite_store: Store, replica: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wallets = WalletRepository(sqlite_store.engine)
+    key = await _key(sqlite_store)
+    await wallets.top_up(WS, 10_000, "admin")
+    budgets = replica()
+    await budgets.refresh(wallets)
+    budgets.settle(await budgets.hold("req_1", WS, key, 1_000), 600)
+    queued = budgets.pending
+    assert queued > 0
+
+    sending = Gate(monkeypatch, budgets._store, "run_script")
+    flushing = asyncio.create_task(budgets.flush())
+    await sending.entered.wait()
+    assert budgets.pending == queued  # out of the queue, not yet in Redis
+    sending.release()
+    await flushing
+    assert budgets.pending == 0
+    await budgets.close(grace=0.5)
 
 
 def _either(shared: SharedBudgets, local: Budgets) -> list[BudgetBook]:
