@@ -18,7 +18,7 @@ from orcarouter.providers.base import ObservedStream, error_message, error_objec
 from orcarouter.settings import Provider
 from orcarouter.translate.common import optional_int
 from orcarouter.translate.usage import usage_from_anthropic
-from orcarouter.wire.sse import SSEEvent, one_line_from, parse_event
+from orcarouter.wire.sse import SSEEvent, json_data_line, parse_event
 
 DEFAULT_VERSION = "2023-06-01"
 _FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -60,7 +60,7 @@ def merge_anthropic_usage(previous: Usage | None, raw: Any) -> Usage | None:
 
 
 DELTA_OVERHEAD_BYTES = 70  # {"type":"content_block_delta","index":0,"delta":{…}} without text
-_DELTA_EVENT = b"event: content_block_delta\ndata: "
+_DELTA_EVENT = b"event: content_block_delta\ndata: {"
 
 
 class AnthropicStreamObserver(ObservedStream):
@@ -69,17 +69,11 @@ class AnthropicStreamObserver(ObservedStream):
     __slots__ = ()
 
     def observe_raw(self, raw: bytes) -> bytes:
-        """``observe`` for the event's bytes: a content delta (nearly every event) is counted
-        from its length unparsed when it is the usual one ``data:`` line of ASCII JSON (so its
-        length in bytes is the length ``observe`` counts)."""
-        if (
-            raw.startswith(_DELTA_EVENT)
-            and raw.endswith(b"}\n\n")
-            and one_line_from(raw, len(_DELTA_EVENT))
-            and raw.isascii()
-        ):
-            data_length = len(raw) - len(_DELTA_EVENT) - 2
-            self.produced += max(1, (data_length - DELTA_OVERHEAD_BYTES) // 4)
+        """``observe`` for the event's bytes: a content delta (nearly every event) in its usual
+        shape, one ``data:`` line, is counted from its data's length without the SSE parsing."""
+        data = json_data_line(raw, _DELTA_EVENT)
+        if data is not None:
+            self.produced += max(1, (len(data) - DELTA_OVERHEAD_BYTES) // 4)
             return raw
         return self.observe(parse_event(raw))
 

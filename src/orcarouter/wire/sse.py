@@ -105,23 +105,17 @@ class SSESplitter:
         return parse_event(rest)
 
 
-def one_line_from(raw: bytes, start: int) -> bool:
-    """Whether the event's bytes (``SSESplitter.split``) from ``start`` on are one line, ended
-    by the event's blank line: a reader that has checked the bytes before ``start`` knows the
-    event's fields without parsing it."""
-    return raw.find(b"\n", start) == len(raw) - 2 and raw.endswith(b"\n\n") and _CR not in raw
-
-
-def json_data_line(raw: bytes) -> str | None:
-    """The data of an event (``SSESplitter.split``) that is one ``data:`` line holding a JSON
-    object, ended by LF LF or CR LF CR LF, decoded as ``parse_event`` decodes it; None for any
-    other event."""
-    if not raw.startswith(b"data: {"):
+def json_data_line(raw: bytes, head: bytes = b"data: {") -> str | None:
+    """The data of an event (``SSESplitter.split``) whose bytes are ``head`` (the fields a
+    reader knows, up to ``data: {``) and then the rest of one line holding a JSON object, ended
+    by LF LF or CR LF CR LF, decoded as ``parse_event`` decodes it; None for any other event."""
+    if not raw.startswith(head):
         return None
+    start = len(head) - 1  # the data begins with the brace
     if raw.endswith(b"}\n\n"):
-        data = raw[6:-2].decode("utf-8", "replace")
+        data = raw[start:-2].decode("utf-8", "replace")
     elif raw.endswith(b"}\r\n\r\n"):  # Gemini's line ends
-        data = raw[6:-4].decode("utf-8", "replace")
+        data = raw[start:-4].decode("utf-8", "replace")
     else:
         return None
     # Only ASCII bytes decode to CR or LF: in the text, they are the bytes'.
