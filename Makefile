@@ -11,11 +11,13 @@ $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
 
-$(VENV)/.installed: $(UV) pyproject.toml uv.lock
-	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet
-	touch $@
+# `make install PYTHON=/usr/bin/python3.11` (or run, test, bench) builds the venv on that
+# interpreter, replacing one built on another; left unset, uv picks one (3.11 or newer).
+CHOSEN_PYTHON := $(if $(filter command line environment,$(origin PYTHON)),--python $(PYTHON))
 
-install: $(VENV)/.installed
+install: $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet $(CHOSEN_PYTHON)
+	touch $(VENV)/.installed
 
 run: install
 	$(VENV)/bin/orcarouter migrate

@@ -42,11 +42,14 @@ def machine() -> dict[str, str]:
         capture_output=True,
         check=False,
     ).stdout.strip()
+    interpreter = sys.executable
+    if (built := os.path.realpath(sys.executable)) != interpreter:
+        interpreter += f" -> {built}"  # the build (a venv's python links to it)
     return {
         "nproc": str(os.cpu_count()),
         "cpu": model,
         "kernel": platform.release(),
-        "python": f"{platform.python_version()} ({sys.executable})",
+        "python": f"{platform.python_version()} ({interpreter})",
         "nginx": first_line(["nginx", "-v"]),
         "wrk": first_line(["wrk", "-v"]).split(" Copyright")[0],
         "libraries": ", ".join(
