@@ -21,7 +21,8 @@ from orcarouter.translate.common import (
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
+    # A decoded body's objects are dicts: `type() is dict` skips the abstract class's check.
+    return value if type(value) is dict or isinstance(value, Mapping) else {}
 
 
 def _with_rest(usage: Usage, wire: WireName, rest: JsonDict) -> Usage:

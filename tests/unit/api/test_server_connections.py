@@ -231,6 +231,10 @@ async def test_app_returning_without_a_response_gets_500() -> None:
         (b"x-test", b"ok\nx-injected: yes"),
         (b"x-test\r\nx-injected", b"yes"),
         (b"x-test: ok\r\nx-injected", b"yes"),
+        (b"x test", b"yes"),
+        (b"", b"yes"),
+        (b"x-test\x00", b"yes"),
+        (b"x-test", b"ok\x00x-injected"),
     ],
 )
 async def test_header_injection_is_refused(header: tuple[bytes, bytes]) -> None:
@@ -243,6 +247,20 @@ async def test_header_injection_is_refused(header: tuple[bytes, bytes]) -> None:
         assert response.status == 500
         assert b"x-injected" not in response.raw
         await assert_closed(reader)
+
+
+def test_response_header_names_are_remembered_up_to_a_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    names: dict[bytes, bytes] = {}
+    monkeypatch.setattr(server_module, "_TOKEN_NAMES", names)
+    monkeypatch.setattr(server_module, "_TOKEN_NAMES_MAX", 2)
+    for name in (b"X-One", b"X-Two", b"X-Three"):
+        assert server_module._token_name(name) == name.lower()
+    assert names == {b"X-One": b"x-one", b"X-Two": b"x-two"}
+    with pytest.raises(RuntimeError, match="invalid response header"):
+        server_module._token_name(b"X Four")
+    assert len(names) == 2
 
 
 # --- the disconnect extension ------------------------------------------------------------------
