@@ -1,6 +1,7 @@
 """The benchmark orchestrator: fake upstream, gateway, load, measurements, report.
 
-Run it through ``bash bench/run.sh`` (which installs nginx and wrk and prepares the venv). It
+Run it through ``bash bench/run.sh`` (which installs nginx, wrk and valgrind and prepares the
+venv). It
 starts nginx as a fixed fake upstream and the gateway on its own core, then for every scenario
 measures closed-loop throughput with wrk (directly against nginx and through the gateway, plus
 nginx ``proxy_pass`` as a reference hop) and open-loop latency at a fixed rate with
@@ -15,7 +16,8 @@ BENCH_PACED_RATE (streams/s of the paced scenarios, 50; 0 skips them), BENCH_PAC
 BENCH_WORKERS (2: also compare ``serve --workers 1`` with ``--workers 2`` on both cores; 1 or 0
 skips that comparison), BENCH_SOAK_REQUESTS (1000000: after the latency runs, closed-loop load
 cycling through the scenarios until the gateway has served this many more requests, with its RSS
-after each step; 0 skips it).
+after each step; 0 skips it), BENCH_INSTRUCTIONS (1: at the end, instructions per request with
+``instructions.py`` under valgrind; 0 skips it).
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ import payloads
 import report
 from evidence import ledger, log_problems
 from host import machine
+from nginx_conf import HOST as HOST
+from nginx_conf import write_proxy, write_upstream
 from procfs import cmdline, core_busy_seconds, cpu_seconds, descendants, memory_kib
 from scenarios import SCENARIOS, Scenario, by_provider, gateway_config, key_request, paced
 
@@ -54,7 +58,6 @@ from orcarouter.accounts.keys import DEFAULT_WORKSPACE
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "results"
-HOST = "127.0.0.1"
 UPSTREAM_KEY = "bench-upstream-key"  # what the gateway sends the fake upstream; not a secret
 
 
@@ -86,6 +89,7 @@ class Options:
     soak_requests: int = 1_000_000  # requests of the memory soak (0: skip)
     paced_rate: float = 50  # streams/s of the paced streams (0: skip them)
     pace_ms: float = 2  # the pause before each event of a paced stream
+    instructions: bool = True  # count instructions per request with callgrind at the end
 
     @classmethod
     def from_env(cls) -> Options:
@@ -106,6 +110,7 @@ class Options:
             soak_requests=int(_env_num("BENCH_SOAK_REQUESTS", 1_000_000)),
             paced_rate=_env_num("BENCH_PACED_RATE", 50),
             pace_ms=_env_num("BENCH_PACE_MS", 2),
+            instructions=os.environ.get("BENCH_INSTRUCTIONS", "1") not in ("0", "false", "no"),
         )
 
     @property
@@ -215,51 +220,6 @@ class Snapshot:
 # --------------------------------------------------------------------------- fake upstream
 
 
-def write_upstream(
-    tmp: Path, port: int, scenarios: Sequence[Scenario], pacer_port: int | None = None
-) -> Path:
-    """The upstream nginx config and the files it serves for POST (via ``error_page 405``);
-    paced scenarios are passed to the pacer on ``pacer_port``, unbuffered."""
-    www = tmp / "www"
-    locations = []
-    for scenario in scenarios:
-        if scenario.paced:
-            locations.append(
-                f"        location = {scenario.upstream_path} {{\n"
-                f"            proxy_pass http://{HOST}:{pacer_port};\n"
-                "            proxy_http_version 1.1;\n"
-                "            proxy_buffering off;\n"
-                "        }\n"
-            )
-            continue
-        target = www / scenario.upstream_path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(scenario.response)
-        locations.append(
-            f"        location = {scenario.upstream_path} {{\n"
-            f"            default_type {scenario.content_type};\n"
-            # nginx serves static files to GET only: POST gets 405, which this turns into the
-            # file with status 200 (an internal redirect that re-runs the request as GET).
-            "            error_page 405 =200 $uri;\n"
-            "        }\n"
-        )
-    conf = tmp / "upstream.conf"
-    conf.write_text(
-        _nginx_main(tmp, "upstream")
-        + "http {\n"
-        + _nginx_http_common(tmp, "upstream")
-        + "    etag off;\n"
-        + "    open_file_cache max=64 inactive=3600s;\n"
-        + "    open_file_cache_valid 3600s;\n"
-        + f"    server {{\n        listen {HOST}:{port} backlog=4096;\n"
-        + f"        root {www};\n"
-        + "        location = /healthz { return 200 'ok'; }\n"
-        + "".join(locations)
-        + "    }\n}\n"
-    )
-    return conf
-
-
 def start_pacer(bench: Bench) -> int:
     """Start ``pacer.py`` for the paced scenarios on the load's core; its port."""
     port, spec = free_port(), {}
@@ -281,28 +241,6 @@ def start_pacer(bench: Bench) -> int:
     return port
 
 
-def write_proxy(tmp: Path, port: int, upstream_port: int) -> Path:
-    """nginx as a reference proxy: one keep-alive proxy hop, streaming without buffering."""
-    conf = tmp / "proxy.conf"
-    conf.write_text(
-        _nginx_main(tmp, "proxy")
-        + "http {\n"
-        + _nginx_http_common(tmp, "proxy")
-        + "    upstream fake {\n"
-        + f"        server {HOST}:{upstream_port};\n"
-        + "        keepalive 128;\n        keepalive_requests 1000000;\n    }\n"
-        + f"    server {{\n        listen {HOST}:{port} backlog=4096;\n"
-        + "        location = /healthz { return 200 'ok'; }\n"
-        + "        location / {\n"
-        + "            proxy_pass http://fake;\n"
-        + "            proxy_http_version 1.1;\n"
-        + '            proxy_set_header Connection "";\n'
-        + "            proxy_buffering off;\n"
-        + "        }\n    }\n}\n"
-    )
-    return conf
-
-
 def start_nginx(
     services: Services, tmp: Path, name: str, conf: Path, cpu: int
 ) -> subprocess.Popen[bytes]:
@@ -313,33 +251,6 @@ def start_nginx(
     ]  # fmt: skip
     with (tmp / f"{name}.out").open("wb") as output:
         return services.start(argv, stdout=output)
-
-
-def _nginx_main(tmp: Path, name: str) -> str:
-    # As root the worker would switch to 'nobody', which cannot read the private temp dir.
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    return (
-        user + "worker_processes 1;\n"
-        "daemon off;\n"
-        f"pid {tmp}/{name}.pid;\n"
-        f"error_log {tmp}/{name}-error.log warn;\n"
-        "events { worker_connections 8192; }\n"
-    )
-
-
-def _nginx_http_common(tmp: Path, name: str) -> str:
-    temp_dirs = "".join(
-        f"    {kind}_temp_path {tmp}/{name}-{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return (
-        temp_dirs + "    access_log off;\n"
-        "    keepalive_requests 1000000;\n"
-        "    keepalive_timeout 120s;\n"
-        "    client_body_buffer_size 64k;\n"
-        "    sendfile on;\n"
-        "    tcp_nodelay on;\n"
-    )
 
 
 # --------------------------------------------------------------------------- load
@@ -613,6 +524,7 @@ class Results:
     soak: list[SoakStep] = field(default_factory=list)
     soak_step_s: int = 0
     routing: str = ""  # bench/routing.py's table, or why it is missing
+    instructions: str = ""  # bench/instructions.py's table, or why it is missing
     paced: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     capped: WorkersRun | None = None  # the most workers again, every key with a USD cap
 
@@ -703,7 +615,7 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
         config.write_text(gateway_config(upstream, served))
         data_dir = tmp / "gateway-data"
         gateway, target = start_gateway(
-            bench, config, data_dir, gateway_log, str(opts.gateway_cpu), ("gateway", "gateway")
+            bench, config, data_dir, gateway_log, pinned(opts.gateway_cpu), ("gateway", "gateway")
         )
         bench.targets.append(target)
         log(f"gateway on {target.base}, core {opts.gateway_cpu}, pid {gateway.pid}")
@@ -751,7 +663,10 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
             for count in (1, opts.workers):
                 results.workers[count] = measure_workers(bench, config, count, stamp)
             results.capped = measure_workers(bench, config, opts.workers, stamp, capped=True)
-        results.routing = routing_table(opts.gateway_cpu)
+        routing = [arg for pool in ROUTING_POOLS for arg in ("--providers", pool)]
+        results.routing = script_table("routing.py", routing, opts.gateway_cpu)
+        if opts.instructions:
+            results.instructions = script_table("instructions.py", INSTRUCTION_SCENARIOS)
     finally:
         services.stop_all()
         results.wall_s = time.monotonic() - began
@@ -786,19 +701,20 @@ def with_gateway_src(env: dict[str, str]) -> dict[str, str]:
 
 
 ROUTING_POOLS = ("openai,anthropic,google", "openai,anthropic,google,openrouter,mistral,groq")
+INSTRUCTION_SCENARIOS = ("openai non-stream", "anthropic non-stream", "cross-format stream")
 
 
-def routing_table(cpu: int) -> str:
-    """``routing.py``'s table for two catalog-sized pools, run on the gateway's core (the
-    scenarios' one-model providers keep their own router pool at five models)."""
-    log("routing: bench/routing.py, in-process")
+def script_table(script: str, args: Sequence[str], cpu: int | None = None) -> str:
+    """What another script of the benchmark prints (a markdown table), run on ``cpu`` when
+    given, with the gateway's code chosen as here; or why it failed."""
+    log(f"{script}: {shlex.join(args)}")
     env = with_gateway_src({**os.environ})
-    argv = ["taskset", "-c", str(cpu), sys.executable, str(REPO / "bench" / "routing.py")]
-    for pool in ROUTING_POOLS:
-        argv += ["--providers", pool]
+    argv = [sys.executable, str(BENCH_DIR / script), *args]
+    if cpu is not None:
+        argv = pinned(cpu, *argv)
     done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        return f"routing.py failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
+        return f"{script} failed (exit {done.returncode}): {done.stderr.strip()[-500:]}"
     return done.stdout.strip()
 
 
@@ -839,19 +755,24 @@ def soak(bench: Bench, target: Target, total: int) -> list[SoakStep]:
     return steps
 
 
+def pinned(cpus: str | int, *wrapper: str) -> list[str]:
+    """A command's prefix that runs it on ``cpus`` (``taskset``'s list), under ``wrapper``."""
+    return ["taskset", "-c", str(cpus), *wrapper]
+
+
 def start_gateway(
     bench: Bench,
     config: Path,
     data_dir: Path,
     log_path: Path,
-    cpus: str,
+    launcher: Sequence[str],
     name: tuple[str, str],
     serve_args: Sequence[str] = (),
     capped: bool = False,
 ) -> tuple[subprocess.Popen[bytes], Target]:
-    """Start ``orcarouter serve`` on ``cpus`` with a fresh data dir; wait until it answers, then
-    make the workspace keys the scenarios' requests carry (``capped``: with a USD cap each).
-    ``name``: the target's key and label."""
+    """Start ``orcarouter serve`` under ``launcher`` (``pinned``) with a fresh data dir; wait
+    until it answers, then make the workspace keys the scenarios' requests carry (``capped``:
+    with a USD cap each). ``name``: the target's key and label."""
     port = free_port()
     data_dir.mkdir()
     env = {
@@ -869,18 +790,35 @@ def start_gateway(
     shown_env = {**env, "ORCAROUTER_ADMIN_KEY": "sk-orca-<random per run>"}
     del shown_env["PATH"], shown_env["HOME"], shown_env["LANG"]
     argv = [
-        "taskset", "-c", cpus, sys.executable, "-m", "orcarouter", "--config", str(config),
-        "serve", *serve_args,
+        *launcher, sys.executable, "-m", "orcarouter", "--config", str(config), "serve",
+        *serve_args,
     ]  # fmt: skip
     with log_path.open("wb") as log_handle:
         gateway = bench.services.start(argv, env=env, shown_env=shown_env, stdout=log_handle)
     url = f"http://{HOST}:{port}"
-    wait_http(url + "/healthz", gateway, "gateway", log_path)
+    slow = "valgrind" in launcher  # its start alone takes tens of seconds
+    wait_http(url + "/healthz", gateway, "gateway", log_path, 600 if slow else 60)
     keys = {
         provider_id: create_key(url, bench.admin_key, scenario, capped)
         for provider_id, scenario in by_provider([*bench.scenarios, *bench.paced]).items()
     }
     return gateway, Target(name[0], name[1], url, gateway.pid, True, keys=keys)
+
+
+def gateway_alone(b: Bench, launcher: Sequence[str]) -> Target:
+    """The fake upstream nginx on the load's core and a gateway in front of it under
+    ``launcher``, for the scripts that look at one gateway (``profile.py``, ``instructions.py``)."""
+    port = free_port()
+    upstream = f"http://{HOST}:{port}"
+    conf = write_upstream(b.tmp, port, b.scenarios)
+    nginx = start_nginx(b.services, b.tmp, "upstream", conf, b.opts.load_cpu)
+    wait_http(upstream + "/healthz", nginx, "upstream nginx", b.tmp / "upstream.out")
+    config = b.tmp / "gateway.yaml"
+    config.write_text(gateway_config(upstream, b.scenarios))
+    log_path = b.tmp / "gateway.log"
+    _, target = start_gateway(b, config, b.tmp / "data", log_path, launcher, ("gateway", "gateway"))
+    b.targets.append(target)
+    return target
 
 
 def create_key(url: str, admin_key: str, scenario: Scenario, capped: bool = False) -> str:
@@ -928,7 +866,7 @@ def measure_workers(
         config,
         data_dir,
         log_path,
-        opts.both_cpus,
+        pinned(opts.both_cpus),
         (tag, label),
         ("--workers", str(count)),
         capped,

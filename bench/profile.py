@@ -32,7 +32,7 @@ from pathlib import Path
 
 import bench
 import procfs
-from scenarios import Scenario, gateway_config
+from scenarios import Scenario
 
 PROFILES = bench.BENCH_DIR / "profiles"
 DEFAULT_SCENARIOS = ("openai non-stream", "openai stream", "cross-format stream")
@@ -224,18 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.sched_setaffinity(0, {opts.load_cpu})  # the orchestrator stays off the gateway's core
     sections: list[str] = []
     try:
-        port = bench.free_port()
-        upstream = f"http://{bench.HOST}:{port}"
-        conf = bench.write_upstream(tmp, port, scenarios)
-        nginx = bench.start_nginx(services, tmp, "upstream", conf, opts.load_cpu)
-        bench.wait_http(upstream + "/healthz", nginx, "upstream nginx", tmp / "upstream.out")
-        config = tmp / "gateway.yaml"
-        config.write_text(gateway_config(upstream, scenarios))
-        log_path = tmp / "gateway.log"
-        _, target = bench.start_gateway(
-            b, config, tmp / "data", log_path, str(opts.gateway_cpu), ("gateway", "gateway")
-        )
-        b.targets.append(target)
+        target = bench.gateway_alone(b, bench.pinned(opts.gateway_cpu))
         for scenario in scenarios:
             bench.log(f"profiling {scenario.name} for {args.seconds} s")
             sections.append(profile(b, scenario, target, args))

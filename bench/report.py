@@ -564,6 +564,21 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
             results.routing,
         ]
 
+    if results.instructions:
+        out += [
+            "",
+            "## Instructions per request (callgrind)",
+            "",
+            "From `bench/instructions.py`: the gateway under valgrind's callgrind, requests one "
+            "after another on one connection, their usage records drained; user-space "
+            "instructions of the event loop's thread per request, the idle rate's share taken "
+            "off. Unlike CPU time, the count does not depend on the hour or on what else the "
+            "machine runs, so it compares reports and trees across hours; it leaves out the "
+            "kernel and cache misses.",
+            "",
+            results.instructions,
+        ]
+
     # Targets
     out += _targets(results, bench)
 

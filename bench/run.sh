@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole benchmark in one command: bash bench/run.sh  (or: make bench)
 # Profiles, on the same set-up: bash bench/run.sh profile [scenario ...] [--seconds N] ...
-# Installs nginx and wrk (Debian) if missing, prepares the venv, runs bench/bench.py, which writes
-# bench/results/report-<UTC timestamp>.md and prints it. Tunables: see bench/README.md.
+# Installs nginx, wrk and valgrind (Debian) if missing, prepares the venv, runs bench/bench.py,
+# which writes bench/results/report-<UTC timestamp>.md and prints it. Tunables: bench/README.md.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 command -v taskset >/dev/null 2>&1 || need+=(util-linux)
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)  # bench/instructions.py
 if [ ${#need[@]} -gt 0 ]; then
     echo "[bench] installing ${need[*]} with apt-get" >&2
     sudo=""

@@ -1,0 +1,188 @@
+"""Count the instructions the gateway executes per request, with valgrind's callgrind.
+
+CPU seconds on this machine vary up to threefold from one hour to the next; an instruction
+count does not: the same code, inputs and requests give the same count on a quiet or a busy
+machine. So this is how two trees are compared in any hour (``BENCH_GATEWAY_SRC=<tree>/src``
+runs another checkout's gateway), before the benchmark measures the winner's time. It counts
+user-space instructions only (the kernel's work in system calls is not in it) and says nothing
+about cache misses or branch mispredictions; it is a guide for A/B, not a claim of speed.
+
+Starts the benchmark's fake upstream and the gateway under ``valgrind --tool=callgrind`` with
+collection off. For each scenario: warm-up requests, the usage writer drained, the counters
+zeroed, then exactly ``--requests`` requests one after another on one keep-alive connection,
+the writer drained again (writing the records is part of a request's cost), and a dump; the
+dump's total over the requests is the result. The gateway runs some 50 times slower under
+valgrind, so timers (the writer's tick, health polls) fire more often per request than at
+full speed; their share is small and the same for both trees.
+
+Usage: ``.venv/bin/python bench/instructions.py [--requests 300] [--warmup 60]
+[--keep DIR] [scenario ...]`` (default: the OpenAI ones and the cross-format stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import bench
+from scenarios import Scenario
+
+DEFAULT_SCENARIOS = ("openai non-stream", "openai stream", "cross-format stream")
+_TOTALS = re.compile(rb"^(?:totals|summary): (\d+)", re.MULTILINE)
+
+
+def send(target: bench.Target, scenario: Scenario, count: int) -> None:
+    """``count`` requests of ``scenario`` one after another on one keep-alive connection; each
+    must answer 200 with the scenario's expected end."""
+    url = urllib.parse.urlsplit(target.url(scenario))
+    body, headers = target.body(scenario), target.headers(scenario)
+    connection = http.client.HTTPConnection(url.netloc, timeout=120)
+    try:
+        for _ in range(count):
+            connection.request("POST", url.path, body, headers)
+            answer = connection.getresponse()
+            raw = answer.read()
+            if answer.status != 200 or not raw.endswith(scenario.expect_tail):
+                raise RuntimeError(f"{scenario.name}: {answer.status} {raw[-300:]!r}")
+    finally:
+        connection.close()
+
+
+def drain(target: bench.Target, admin_key: str, timeout: float = 600) -> None:
+    """Wait until the usage writer has committed every record (polled seldom: each poll is
+    counted too)."""
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        target.base + "/metrics", headers={"Authorization": f"Bearer {admin_key}"}
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (loopback)
+            text = answer.read().decode()
+        if re.search(r"^orcarouter_usage_records_pending 0(\.0)?$", text, re.MULTILINE):
+            return
+    raise RuntimeError(f"usage records still pending after {timeout:g} s")
+
+
+def callgrind(pid: int, *flags: str) -> None:
+    """Tell the callgrind run ``pid`` something (``-i on``, ``-z``, ``-d``)."""
+    subprocess.run(["callgrind_control", *flags, str(pid)], check=True, capture_output=True)
+
+
+def newest_totals(out_dir: Path, before: set[Path]) -> dict[int, int]:
+    """Per thread (1 is the main thread, which runs the event loop), the instruction total of
+    the dump written since ``before`` was listed."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        totals: dict[int, int] = {}
+        for path in set(out_dir.glob("callgrind.out*")) - before:
+            thread = re.search(r"-(\d+)$", path.name)
+            match = _TOTALS.search(path.read_bytes())
+            if thread and match:
+                totals[int(thread.group(1))] = int(match.group(1))
+        if 1 in totals:
+            return totals
+        time.sleep(0.5)
+    raise RuntimeError(f"no callgrind dump appeared in {out_dir}")
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """Instructions over a stretch of time: the event loop's thread, the others, the seconds."""
+
+    loop: int
+    others: int
+    seconds: float
+
+
+def measure(
+    b: bench.Bench, target: bench.Target, scenario: Scenario, requests: int, warmup: int
+) -> Count:
+    """Instructions over ``requests`` requests of ``scenario``, their records' writing included."""
+    assert target.pid is not None
+    send(target, scenario, warmup)
+    drain(target, b.admin_key)
+
+    def work() -> None:
+        send(target, scenario, requests)
+        drain(target, b.admin_key)
+
+    return counted(b, target.pid, work)
+
+
+def counted(b: bench.Bench, pid: int, work: Callable[[], object]) -> Count:
+    """The instructions ``pid`` executed while ``work`` ran."""
+    callgrind(pid, "-z")
+    began = time.monotonic()
+    work()
+    elapsed = time.monotonic() - began
+    before = set(b.tmp.glob("callgrind.out*"))
+    callgrind(pid, "-d")
+    totals = newest_totals(b.tmp, before)
+    return Count(totals.pop(1), sum(totals.values()), elapsed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: prints one line per scenario, instructions per request."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenarios", nargs="*", default=list(DEFAULT_SCENARIOS))
+    parser.add_argument("--requests", type=int, default=300, help="counted requests")
+    parser.add_argument("--warmup", type=int, default=60, help="requests before counting")
+    parser.add_argument("--idle", type=float, default=10, help="seconds to read the idle rate")
+    parser.add_argument("--keep", type=Path, help="copy callgrind's dumps to this directory")
+    args = parser.parse_args(argv)
+    opts = bench.Options.from_env()
+    scenarios = bench.pick_scenarios(args.scenarios)
+    tmp = Path(tempfile.mkdtemp(prefix="orca-instructions-"))
+    services = bench.Services(pidfile=tmp / "pids")
+    b = bench.Bench(opts, tmp, services, "sk-orca-" + "i" * 40, scenarios)
+    os.sched_setaffinity(0, {opts.load_cpu})
+    valgrind = [
+        "valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
+        "--separate-threads=yes", f"--callgrind-out-file={tmp}/callgrind.out",
+        f"--log-file={tmp}/valgrind.log",
+    ]  # fmt: skip
+    try:
+        target = bench.gateway_alone(b, bench.pinned(opts.gateway_cpu, *valgrind))
+        assert target.pid is not None
+        callgrind(target.pid, "-i", "on")
+        source = os.environ.get("BENCH_GATEWAY_SRC", "the project's install")
+        idle = counted(b, target.pid, lambda: time.sleep(args.idle))
+        loop_rate, others_rate = idle.loop / idle.seconds, idle.others / idle.seconds
+        print(
+            f"Instructions per request, the gateway from {source}, {args.requests} requests "
+            f"after {args.warmup}. Idle, per second under valgrind: {loop_rate:,.0f} on the "
+            f"event loop's thread, {others_rate:,.0f} on the others; taken off below.\n\n"
+            "| scenario | event loop's thread | other threads (the usage writer's batches: "
+            "more and smaller than at full speed) | seconds |\n|---|---|---|---|"
+        )
+        for scenario in scenarios:
+            bench.log(f"counting {scenario.name}: {args.warmup} + {args.requests} requests")
+            count = measure(b, target, scenario, args.requests, args.warmup)
+            loop = (count.loop - loop_rate * count.seconds) / args.requests
+            others = (count.others - others_rate * count.seconds) / args.requests
+            print(f"| {scenario.name} | {loop:,.0f} | {others:,.0f} | {count.seconds:.1f} |")
+    finally:
+        services.stop_all()
+        if args.keep:  # for callgrind_annotate: by C function, e.g. --inclusive=yes
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for dump in tmp.glob("callgrind.out*"):
+                shutil.copy(dump, args.keep)
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
