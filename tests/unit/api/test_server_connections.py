@@ -249,18 +249,20 @@ async def test_header_injection_is_refused(header: tuple[bytes, bytes]) -> None:
         await assert_closed(reader)
 
 
-def test_response_header_names_are_remembered_up_to_a_bound(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    names: dict[bytes, bytes] = {}
-    monkeypatch.setattr(server_module, "_TOKEN_NAMES", names)
-    monkeypatch.setattr(server_module, "_TOKEN_NAMES_MAX", 2)
-    for name in (b"X-One", b"X-Two", b"X-Three"):
-        assert server_module._token_name(name) == name.lower()
-    assert names == {b"X-One": b"x-one", b"X-Two": b"x-two"}
-    with pytest.raises(RuntimeError, match="invalid response header"):
-        server_module._token_name(b"X Four")
-    assert len(names) == 2
+def test_response_header_names_are_remembered_up_to_a_bound() -> None:
+    token_name = server_module._token_name
+    token_name.cache_clear()
+    for number in range(600):
+        assert token_name(b"X-Name-%d" % number) == b"x-name-%d" % number
+    assert token_name.cache_info().currsize == 512
+    token_name(b"X-Name-599")
+    assert token_name.cache_info().hits == 1
+    misses = token_name.cache_info().misses
+    for _ in range(2):  # a refused name is not remembered: checked again each time
+        with pytest.raises(RuntimeError, match="invalid response header"):
+            token_name(b"X Four")
+    assert token_name.cache_info().misses == misses + 2
+    token_name.cache_clear()
 
 
 # --- the disconnect extension ------------------------------------------------------------------
