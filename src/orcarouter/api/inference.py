@@ -208,7 +208,8 @@ def decode_payload(body: bytes) -> ClientRequest:
         payload.pop("route", None)
         fallbacks = _fallback_models(models)
     drop_params = payload.pop("drop_params", None) is True
-    foreign = FOREIGN_SIGNATURE_MARK in body
+    # `find`, not `in`: bytes' `in` first tries the needle as an int and makes an exception
+    foreign = body.find(FOREIGN_SIGNATURE_MARK) != -1
     return ClientRequest(payload, len(body), drop_params, fallbacks, foreign_signatures=foreign)
 
 
