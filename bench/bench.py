@@ -1,11 +1,10 @@
 """The benchmark orchestrator: fake upstream, gateway, load, measurements, report.
 
 Run it through ``bash bench/run.sh`` (which installs nginx, wrk and valgrind and prepares the
-venv). It
-starts nginx as a fixed fake upstream and the gateway on its own core, then for every scenario
-measures closed-loop throughput with wrk (directly against nginx and through the gateway, plus
-nginx ``proxy_pass`` as a reference hop) and open-loop latency at a fixed rate with
-``loadgen.py``, and writes a markdown report to ``bench/results/``.
+venv). It starts nginx as a fixed fake upstream and the gateway on its own core, then for every
+scenario measures closed-loop throughput with wrk (directly against nginx and through the
+gateway, plus nginx ``proxy_pass`` as a reference hop) and open-loop latency at a fixed rate
+with ``loadgen.py``, and writes a markdown report to ``bench/results/``.
 
 Tunables (environment): BENCH_DURATION (s, default 10), BENCH_WARMUP (s, 2),
 BENCH_CONNECTIONS (32), BENCH_RATE (req/s, 200), BENCH_LATENCY_DURATION (s, 10),

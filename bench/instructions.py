@@ -11,9 +11,10 @@ Starts the benchmark's fake upstream and the gateway under ``valgrind --tool=cal
 collection off. For each scenario: warm-up requests, the usage writer drained, the counters
 zeroed, then exactly ``--requests`` requests one after another on one keep-alive connection,
 the writer drained again (writing the records is part of a request's cost), and a dump; the
-dump's total over the requests is the result. The gateway runs some 50 times slower under
-valgrind, so timers (the writer's tick, health polls) fire more often per request than at
-full speed; their share is small and the same for both trees.
+dump's total over the requests, less the idle rate (read first, over ``--idle`` seconds) for
+as long as they took, is the result. The gateway runs some 50 times slower under valgrind, so
+timers (the writer's tick, health polls) fire more often per request than at full speed; the
+idle rate takes most of that off, and what is left is the same for both trees.
 
 Usage: ``.venv/bin/python bench/instructions.py [--requests 300] [--warmup 60]
 [--keep DIR] [scenario ...]`` (default: the OpenAI ones and the cross-format stream).
