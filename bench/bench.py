@@ -342,12 +342,12 @@ class Bench:
         result["drain_s"] = drained
         return result
 
-    def drain(self, target: Target) -> float | None:
+    def drain(self, target: Target, poll: float = 0.1) -> float | None:
         """Through the single-process gateway: wait until its usage writer has committed every
         record of the run (``orcarouter_usage_records_pending`` 0), so that the run's CPU
-        includes writing them; the seconds that took after the load stopped. None for other
-        targets (with ``--workers`` each process has its own writer and its own ``/metrics``,
-        so those runs are not drained)."""
+        includes writing them; the seconds that took after the load stopped, asking every
+        ``poll`` seconds. None for other targets (with ``--workers`` each process has its own
+        writer and its own ``/metrics``, so those runs are not drained)."""
         if target.key != "gateway" or target.stopped:
             return None
         began = time.monotonic()
@@ -363,7 +363,7 @@ class Bench:
                 raise RuntimeError("the gateway's /metrics has no orcarouter_usage_records_pending")
             if float(pending.group(1)) == 0:
                 return time.monotonic() - began
-            time.sleep(0.1)
+            time.sleep(poll)
         raise RuntimeError(f"usage records still pending {DRAIN_TIMEOUT_S} s after a run")
 
     def loadgen(

@@ -32,7 +32,6 @@ import sys
 import tempfile
 import time
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +40,14 @@ import bench
 from scenarios import Scenario
 
 DEFAULT_SCENARIOS = ("openai non-stream", "openai stream", "cross-format stream")
+DRAIN_POLL = 1.0  # seconds between asks for /metrics while draining
 _TOTALS = re.compile(rb"^(?:totals|summary): (\d+)", re.MULTILINE)
 
 
 def send(target: bench.Target, scenario: Scenario, count: int) -> None:
     """``count`` requests of ``scenario`` one after another on one keep-alive connection; each
-    must answer 200 with the scenario's expected end."""
+    must answer 200 with what ``bench.answer_ok`` accepts (the upstream's exact bytes, or the
+    whole translated answer)."""
     url = urllib.parse.urlsplit(target.url(scenario))
     body, headers = target.body(scenario), target.headers(scenario)
     connection = http.client.HTTPConnection(url.netloc, timeout=120)
@@ -55,26 +56,17 @@ def send(target: bench.Target, scenario: Scenario, count: int) -> None:
             connection.request("POST", url.path, body, headers)
             answer = connection.getresponse()
             raw = answer.read()
-            if answer.status != 200 or not raw.endswith(scenario.expect_tail):
+            if answer.status != 200 or not bench.answer_ok(scenario, target, raw):
                 raise RuntimeError(f"{scenario.name}: {answer.status} {raw[-300:]!r}")
     finally:
         connection.close()
 
 
-def drain(target: bench.Target, admin_key: str, timeout: float = 600) -> None:
-    """Wait until the usage writer has committed every record (polled seldom: each poll is
-    counted too)."""
-    request = urllib.request.Request(  # noqa: S310 (loopback)
-        target.base + "/metrics", headers={"Authorization": f"Bearer {admin_key}"}
-    )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        time.sleep(1.0)
-        with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310 (loopback)
-            text = answer.read().decode()
-        if re.search(r"^orcarouter_usage_records_pending 0(\.0)?$", text, re.MULTILINE):
-            return
-    raise RuntimeError(f"usage records still pending after {timeout:g} s")
+def drain(b: bench.Bench, target: bench.Target) -> None:
+    """Wait until the usage writer has committed every record: ``Bench.drain``, asking seldom
+    (each ask is counted too)."""
+    time.sleep(DRAIN_POLL)
+    b.drain(target, poll=DRAIN_POLL)
 
 
 def callgrind(pid: int, *flags: str) -> None:
@@ -114,11 +106,11 @@ def measure(
     """Instructions over ``requests`` requests of ``scenario``, their records' writing included."""
     assert target.pid is not None
     send(target, scenario, warmup)
-    drain(target, b.admin_key)
+    drain(b, target)
 
     def work() -> None:
         send(target, scenario, requests)
-        drain(target, b.admin_key)
+        drain(b, target)
 
     return counted(b, target.pid, work)
 
