@@ -10,7 +10,8 @@ replaces):
 - the response head is written together with the first body part, one write instead of two;
 - no ``asyncio.Event`` or timer per request: a future only when the app must wait for body bytes,
   and one keep-alive timer per connection that re-arms itself from the time of the last activity;
-- header checks are three byte searches and a ``translate``, not two regular expressions;
+- header checks are three byte searches per value and a ``translate`` per name the first time
+  it is seen, not two regular expressions;
 - the ASGI extension ``orcarouter.on_disconnect`` lets a handler register a callback for the
   client going away mid-response, instead of a task parked on ``receive()``;
 - a refusal, or a closing answer to a request whose bytes are still arriving, is followed by a
