@@ -123,6 +123,12 @@ class ProtocolMismatch(InvalidRequest):
     code = "unsupported_protocol"
 
 
+class NoCandidate(InvalidRequest):
+    """No model behind a router can serve this request; the message says what was missing."""
+
+    code = "no_candidate"
+
+
 class AuthenticationFailed(GatewayError):
     """Missing, unknown, revoked or expired API key."""
 

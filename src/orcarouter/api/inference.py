@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -75,6 +75,7 @@ from orcarouter.providers.base import ProviderProtocol
 from orcarouter.providers.exchange import ExchangePlan, Passthrough, Translated, untranslatable
 from orcarouter.providers.openai_compat import client_wants_usage
 from orcarouter.providers.profiles import ProfileBook
+from orcarouter.routing.candidates import Candidate
 from orcarouter.routing.decision import RouteDecision
 from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.needs import RequestNeeds, needs_of
@@ -438,7 +439,7 @@ class InferenceEndpoint:
             decision = decide_route(self._ctx.routes, principal, model, request.needs)
             exchange.headers.append((b"x-orca-router", decision.router.encode()))
             exchange.headers.append((b"x-orca-route-reason", decision.header().encode()))
-            chain.append(c.target for c in decision.candidates)
+            chain.append(_targets(decision.candidates))
         else:
             target = self._ctx.resolver.resolve(model)
             denied = model_access_error(principal, model, target.model_id)
@@ -450,7 +451,7 @@ class InferenceEndpoint:
             try:
                 if RouteSelector.is_router(entry):
                     found = decide_route(self._ctx.routes, principal, entry, request.needs)
-                    chain.append(c.target for c in found.candidates)
+                    chain.append(_targets(found.candidates))
                     continue
                 target = self._ctx.resolver.resolve(entry)
             except GatewayError:
@@ -769,3 +770,12 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], exchange:
                 exchange.client_gone = True
                 task.cancel()
             return
+
+
+def _targets(candidates: Iterable[Candidate]) -> Iterator[Target]:
+    """The candidates' targets one at a time: a router may rank hundreds, and few are tried.
+
+    A function rather than a generator expression, which mypyc would build as a whole list.
+    """
+    for candidate in candidates:
+        yield candidate.target

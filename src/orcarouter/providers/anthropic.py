@@ -112,7 +112,8 @@ class AnthropicProtocol:
 
     name = "anthropic"
     accepts_image_urls = True  # {"type": "image", "source": {"type": "url"}}
-    multiple_choices = streams_multiple_choices = False  # one message per request
+    multiple_choices = False  # one message per request
+    streams_multiple_choices = False
 
     def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
         """Messages under the provider's base URL."""

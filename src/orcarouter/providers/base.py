@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from orcarouter.canonical import Usage
 from orcarouter.settings import Provider
 from orcarouter.wire.sse import SSEEvent, parse_event
@@ -30,6 +32,7 @@ def error_message(body: Any) -> str | None:
     return str(message) if message is not None else None
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled, yet subclassed by any adapter
 class ObservedStream:
     """What every observer learns from a stream; subclasses read their protocol's events."""
 

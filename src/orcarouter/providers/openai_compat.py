@@ -106,7 +106,8 @@ class OpenAIProtocol:
 
     name = "openai"
     accepts_image_urls = True
-    multiple_choices = streams_multiple_choices = True
+    multiple_choices = True
+    streams_multiple_choices = True
 
     def url(self, provider: Provider, stream: bool, upstream_model: str) -> str:
         """Chat completions under the provider's base URL."""

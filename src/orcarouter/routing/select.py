@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from typing import Protocol
 
 from orcarouter.catalog import Catalog, ModelInfo
-from orcarouter.errors import InvalidRequest, ModelNotFound
+from orcarouter.errors import ModelNotFound, NoCandidate
 from orcarouter.routing.candidates import (
     BY_MODEL_ID,
     Admissions,
@@ -47,12 +47,6 @@ from orcarouter.routing.strategies import (
 )
 from orcarouter.routing.table import RouterTable
 from orcarouter.settings import Provider
-
-
-class NoCandidate(InvalidRequest):
-    """No model behind the router can serve this request; the message says what was missing."""
-
-    code = "no_candidate"
 
 
 def chat_candidates(

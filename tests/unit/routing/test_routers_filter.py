@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from orcarouter.catalog import Price
-from orcarouter.errors import ModelNotFound
+from orcarouter.errors import ModelNotFound, NoCandidate
 from orcarouter.routing.candidates import filter_candidates
 from orcarouter.routing.decision import RouteDecision
 from orcarouter.routing.needs import BYTES_PER_TOKEN, TOKENS_PER_IMAGE, RequestNeeds, needs_of
 from orcarouter.routing.routers import RouterError, RouterSpec, check_fields, check_name
-from orcarouter.routing.select import NoCandidate, RouteSelector
+from orcarouter.routing.select import RouteSelector
 from orcarouter.routing.table import RouterTable
 from tests.unit.routing.routers_support import TODAY, NoRouterSource, candidates, model, spec, world
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import cast
 
 import pytest
 
@@ -78,20 +79,26 @@ async def test_a_cool_down_is_shared_and_a_readmission_too(replicas: list[Replic
     await _until(lambda: first.book.state(MODEL)["status"] != "ejected")
 
 
+class _Applied:
+    """Stands in for a replica's book on the receiving side: notes what it is told to apply."""
+
+    def __init__(self) -> None:
+        self.events: list[HealthEvent] = []
+
+    def apply(self, event: HealthEvent) -> None:
+        self.events.append(event)
+
+
 async def test_a_replica_ignores_its_own_messages(replicas: list[Replica]) -> None:
-    first, _ = replicas
-    applied: list[HealthEvent] = []
-    original = first.book.apply
-
-    def spy(event: HealthEvent) -> None:
-        applied.append(event)
-        original(event)
-
-    first.book.apply = spy  # type: ignore[method-assign]
+    first, second = replicas
+    applied = _Applied()
+    first.sync._book = cast(HealthBook, applied)  # its own book still publishes
     first.book.throttled(MODEL, "5")
+    second.book.throttled("openai/gpt-4o", "5")
+    await _until(lambda: bool(applied.events))  # the other replica's message arrived
     await first.sync.drain()
-    await asyncio.sleep(0.2)
-    assert applied == []
+    await asyncio.sleep(0.1)
+    assert [event.model_id for event in applied.events] == ["openai/gpt-4o"]
 
 
 def test_remote_ejections_never_empty_the_pool() -> None:
