@@ -7,6 +7,12 @@ PY := $(VENV)/bin/python
 
 .PHONY: install run test lint typecheck check bench clean
 
+# The request path compiled with mypyc (scripts/build_native.py, src/orcarouter/native.py):
+# `make install` builds it, and `make run`, `make test` and `make bench` require it.
+# `make … ORCAROUTER_NATIVE=0` skips the build and runs from source.
+ORCAROUTER_NATIVE ?= require
+export ORCAROUTER_NATIVE
+
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
@@ -18,14 +24,15 @@ CHOSEN_PYTHON := $(if $(filter command line environment,$(origin PYTHON)),--pyth
 install: $(UV)
 	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync --frozen --quiet $(CHOSEN_PYTHON)
 	touch $(VENV)/.installed
+	$(PY) scripts/build_native.py
 
 run: install
 	$(VENV)/bin/orcarouter migrate
 	$(VENV)/bin/orcarouter serve
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench scripts
+	$(VENV)/bin/ruff format --check src tests bench scripts
 
 typecheck: install
 	$(VENV)/bin/mypy
@@ -37,4 +44,4 @@ bench: install
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) build .mypy_cache .ruff_cache .pytest_cache

@@ -57,5 +57,22 @@ def machine() -> dict[str, str]:
         ),
         "commit": commit + (" (with uncommitted changes)" if dirty else ""),
         "gateway_src": os.environ.get("BENCH_GATEWAY_SRC") or str(REPO / "src"),
+        "request_path": request_path(),
         "loadavg": Path("/proc/loadavg").read_text().strip(),
     }
+
+
+def request_path() -> str:
+    """Whether the gateway runs its request path compiled (``orcarouter.native``) or from
+    source, asked of the interpreter and the tree the benchmark starts it with."""
+    env = dict(os.environ)
+    if os.environ.get("BENCH_GATEWAY_SRC"):
+        env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
+    probe = "import orcarouter as o; n = getattr(o, 'NATIVE', None); print(n and n.describe())"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        return "the gateway does not start: " + (done.stderr.strip().splitlines() or ["?"])[-1]
+    answer = done.stdout.strip()
+    return "from source (a tree without orcarouter.native)" if answer == "None" else answer

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bench
+from host import request_path
 from scenarios import Scenario
 
 DEFAULT_SCENARIOS = ("openai non-stream", "openai stream", "cross-format stream")
@@ -152,6 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert target.pid is not None
         callgrind(target.pid, "-i", "on")
         source = os.environ.get("BENCH_GATEWAY_SRC", "the project's install")
+        source += f" ({request_path()})"
         idle = counted(b, target.pid, lambda: time.sleep(args.idle))
         loop_rate, others_rate = idle.loop / idle.seconds, idle.others / idle.seconds
         print(

@@ -369,6 +369,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
         f"- {m['nginx']}; {m['wrk']}",
         f"- Gateway libraries: {m['libraries']}",
         f"- Code: commit {m['commit']}; gateway run from `{m['gateway_src']}`",
+        f"- Request path: {m['request_path']}",
         "",
         "## Set-up",
         "",

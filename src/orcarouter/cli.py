@@ -17,6 +17,7 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors.multiprocess import Multiprocess
 
+from orcarouter import NATIVE
 from orcarouter.accounts.bootstrap import bootstrap
 from orcarouter.accounts.credentials import (
     CredentialError,
@@ -172,6 +173,7 @@ def _serve(settings: Settings, host: str | None, port: int | None, workers: int 
         print(f"orcarouter: configuration error: models: {exc}", file=sys.stderr)
         return 2
     migrate(settings.database_url)
+    log.info("request path: %s", NATIVE.describe())
     if settings.providers:
         log.info("providers enabled: %s", ", ".join(p.id for p in settings.providers))
     else:

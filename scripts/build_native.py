@@ -1,0 +1,170 @@
+"""Compile the request path's modules with mypyc into ``build/native``, outside the source tree.
+
+``make install`` runs this after the venv is synced; ``make run`` and ``make test`` therefore run
+the compiled path. ``orcarouter.native`` loads an extension module only while its source still
+has the hash the build recorded, so an edited ``.py`` is never shadowed by a stale build: the
+gateway runs from source until this script builds again.
+
+The build is skipped when its fingerprint (every source under ``src/orcarouter``, since the types
+of imported modules shape the compiled code; this script; mypy's version; the interpreter) is the
+one recorded in the manifest. It builds into a fresh directory and swaps it in whole, so a failed
+build leaves the previous one (or none) in place.
+
+    python scripts/build_native.py [--out build/native] [--force]
+
+``ORCAROUTER_NATIVE=0`` in the environment skips the build (and the loading).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "orcarouter"
+
+# The modules on the request path, by the profile (bench/profiles/README.md round 16). Not
+# compiled: transport/client (an async generator, which mypyc does not implement yet).
+COMPILED = (
+    "api/asgi",
+    "api/auth",
+    "api/inference",
+    "api/relay",
+    "api/server",
+    "wire/sse",
+    "translate/codecs",
+    "translate/common",
+    "translate/usage",
+    "routing/decision",
+    "routing/health",
+    "routing/needs",
+    "routing/resolve",
+    "routing/select",
+    "routing/strategies",
+    "metering/journal",
+    "metering/pricing",
+    "metering/stats",
+    "metering/usage",
+    "providers/anthropic",
+    "providers/base",
+    "providers/exchange",
+    "providers/openai_compat",
+    "accounts/access",
+    "accounts/keys",
+)
+GROUP = "orcarouter_native"  # the shared library's name: orcarouter_native__mypyc
+MANIFEST = "manifest.json"
+FORMAT = 1
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fingerprint() -> str:
+    """What the build depends on: all sources, this script, mypy and the interpreter."""
+    import mypy.version
+
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(f"{path.relative_to(PACKAGE)}\0{sha256(path)}\n".encode())
+    digest.update(sha256(Path(__file__).resolve()).encode())
+    digest.update(f"{mypy.version.__version__}\0{sys.version}\0{interpreter_tag()}".encode())
+    return digest.hexdigest()
+
+
+def interpreter_tag() -> str:
+    """The extension suffix names the interpreter an extension module loads into."""
+    return str(sysconfig.get_config_var("EXT_SUFFIX"))
+
+
+def recorded_fingerprint(out: Path) -> str | None:
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    value = manifest.get("fingerprint") if isinstance(manifest, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def build(out: Path) -> None:
+    """Compile into a fresh directory beside ``out``, write its manifest, then swap it in."""
+    from mypyc.build import mypycify
+    from setuptools import Distribution
+
+    work = out.parent / (out.name + "-work")
+    staging = out.parent / (out.name + "-new")
+    shutil.rmtree(staging, ignore_errors=True)
+    sources = [PACKAGE / f"{name}.py" for name in COMPILED]
+    os.chdir(ROOT)  # mypy reads the project's [tool.mypy] from pyproject.toml here
+    extensions = mypycify(
+        [str(path.relative_to(ROOT)) for path in sources],
+        opt_level="3",
+        group_name=GROUP,
+        target_dir=str(work),
+    )
+    dist = Distribution({"name": "orcarouter-native", "ext_modules": extensions})
+    command = dist.get_command_obj("build_ext")
+    command.build_lib = str(staging)
+    command.build_temp = str(work / "temp")
+    command.parallel = os.cpu_count() or 1
+    dist.run_command("build_ext")
+
+    modules = {}
+    for path, name in zip(sources, COMPILED, strict=True):
+        module = "orcarouter." + name.replace("/", ".")
+        extension = f"orcarouter/{name}{interpreter_tag()}"
+        if not (staging / extension).is_file():
+            raise SystemExit(f"build_native: {extension} was not built")
+        modules[module] = {
+            "extension": extension,
+            "source": f"{name}.py",
+            "sha256": sha256(path),
+        }
+    runtime = f"{GROUP}__mypyc"
+    if not (staging / (runtime + interpreter_tag())).is_file():
+        raise SystemExit(f"build_native: the shared library {runtime} was not built")
+    manifest = {
+        "format": FORMAT,
+        "fingerprint": fingerprint(),
+        "interpreter": interpreter_tag(),
+        "runtime": {"module": runtime, "extension": runtime + interpreter_tag()},
+        "modules": modules,
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    retired = out.parent / (out.name + "-old")
+    shutil.rmtree(retired, ignore_errors=True)
+    if out.exists():
+        out.rename(retired)
+    staging.rename(out)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "native")
+    parser.add_argument("--force", action="store_true", help="build even if up to date")
+    args = parser.parse_args()
+    out: Path = args.out.resolve()
+    if os.environ.get("ORCAROUTER_NATIVE", "").strip().lower() in {"0", "off", "false", "no"}:
+        print("build_native: ORCAROUTER_NATIVE is off; not building")
+        return
+    if not args.force and recorded_fingerprint(out) == fingerprint():
+        print(f"build_native: {out} is up to date")
+        return
+    started = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build(out)
+    took = time.monotonic() - started
+    print(f"build_native: {len(COMPILED)} modules compiled into {out} in {took:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
