@@ -693,9 +693,13 @@ def measure_paced(bench: Bench, results: Results) -> None:
 
 def with_gateway_src(env: dict[str, str]) -> dict[str, str]:
     """``env`` for running the gateway's code: from another checkout's ``src`` when
-    ``BENCH_GATEWAY_SRC`` names one (A/B runs), else the project's install."""
+    ``BENCH_GATEWAY_SRC`` names one (A/B runs), else the project's install; compiled or from
+    source as ``ORCAROUTER_NATIVE`` says (``orcarouter.native``)."""
     if os.environ.get("BENCH_GATEWAY_SRC"):
         env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
+    for name in ("ORCAROUTER_NATIVE", "ORCAROUTER_NATIVE_DIR"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     return env
 
 

@@ -58,6 +58,9 @@ COMPILED = (
     "providers/openai_compat",
     "accounts/access",
     "accounts/keys",
+    "accounts/rate_limits",
+    "accounts/shared_rate_limits",  # its lease extends rate_limits' Lease
+    "routing/candidates",
 )
 GROUP = "orcarouter_native"  # the shared library's name: orcarouter_native__mypyc
 MANIFEST = "manifest.json"

@@ -141,7 +141,7 @@ class _Bucket:
             self.level += (now - self.stamp) * capacity / WINDOW_SECONDS
             self.stamp = now
         if self.level > capacity:
-            self.level = capacity
+            self.level = float(capacity)
 
     def wait(self, cost: int) -> float:
         """Seconds until ``cost`` fits (a cost above capacity fits a full bucket)."""
@@ -275,7 +275,7 @@ class InMemoryRateLimiter:
             debited = lease.tokens if scope.limits.tpm is not None else 0
             bucket.level -= actual_tokens - debited
             if bucket.level > bucket.capacity:
-                bucket.level = bucket.capacity
+                bucket.level = float(bucket.capacity)
 
     def _state(self, scope: LimitScope, now: float) -> _State:
         key = (scope.kind, scope.id)

@@ -109,18 +109,29 @@ def describe_missing(excluded: Sequence[Exclusion]) -> str:
     return "; ".join(parts)
 
 
-@dataclass(slots=True)
 class _Split(Generic[T]):
     """The pool for one key's access and one set of capability needs: the candidates that
     pass (pool order), those left out and why (pool order), the smallest size limits among
-    those that pass (``inf``: none known), and what the owner works out once for ``kept``."""
+    those that pass (``inf``: none known), and what the owner works out once for ``kept``.
 
-    kept: tuple[Candidate, ...]
-    excluded: tuple[Exclusion, ...]
-    max_output: float
-    max_input: float
-    window: float
-    annex: T | None = None
+    A plain class: mypyc cannot compile a generic dataclass."""
+
+    __slots__ = ("annex", "excluded", "kept", "max_input", "max_output", "window")
+
+    def __init__(
+        self,
+        kept: tuple[Candidate, ...],
+        excluded: tuple[Exclusion, ...],
+        max_output: float,
+        max_input: float,
+        window: float,
+    ) -> None:
+        self.kept = kept
+        self.excluded = excluded
+        self.max_output = max_output
+        self.max_input = max_input
+        self.window = window
+        self.annex: T | None = None
 
     def fits(self, needs: RequestNeeds) -> bool:
         """Whether every kept candidate is large enough for the request."""

@@ -240,6 +240,33 @@ def test_compiled_classes_keep_their_class_constants(name: str) -> None:
                 assert value == statement.value.value, f"{name}.{node.name}.{target.id}"
 
 
+@compiled
+def test_interpreted_subclasses_never_shadow_a_compiled_attribute() -> None:
+    # Compiled code reads a compiled class's attributes from their native slots; a subclass
+    # made by the interpreter that declares one again (a slotted dataclass repeating the
+    # base's fields) stores it elsewhere, and compiled code then finds the attribute unset.
+    importlib.import_module("orcarouter.app")  # every subclass the gateway defines
+    seen = 0
+    for name in orcarouter.NATIVE.modules:
+        module = importlib.import_module(name)
+        for base in vars(module).values():
+            if not (isinstance(base, type) and base.__module__ == name):
+                continue
+            native = {
+                attr
+                for attr, value in vars(base).items()
+                if isinstance(value, types.GetSetDescriptorType | types.MemberDescriptorType)
+            }
+            subclasses: list[type] = base.__subclasses__()
+            for sub in subclasses:
+                if sub.__module__ in orcarouter.NATIVE.modules:
+                    continue
+                seen += 1
+                shadowing = native & set(vars(sub))
+                assert not shadowing, f"{sub.__module__}.{sub.__name__}: {sorted(shadowing)}"
+    assert seen  # the Gemini observer, at least
+
+
 def _run(code: str, directory: Path, setting: str) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"ORCAROUTER_NATIVE": setting, "ORCAROUTER_NATIVE_DIR": str(directory)}
     return subprocess.run(
