@@ -106,6 +106,8 @@ def build(out: Path) -> None:
     staging = out.parent / (out.name + "-new")
     shutil.rmtree(staging, ignore_errors=True)
     sources = [PACKAGE / f"{name}.py" for name in COMPILED]
+    # Taken before compiling: a source edited during the build must leave the build stale.
+    hashes, built_from = [sha256(path) for path in sources], fingerprint()
     os.chdir(ROOT)  # mypy reads the project's [tool.mypy] from pyproject.toml here
     extensions = mypycify(
         [str(path.relative_to(ROOT)) for path in sources],
@@ -121,7 +123,7 @@ def build(out: Path) -> None:
     dist.run_command("build_ext")
 
     modules = {}
-    for path, name in zip(sources, COMPILED, strict=True):
+    for digest, name in zip(hashes, COMPILED, strict=True):
         module = "orcarouter." + name.replace("/", ".")
         extension = f"orcarouter/{name}{interpreter_tag()}"
         if not (staging / extension).is_file():
@@ -129,14 +131,14 @@ def build(out: Path) -> None:
         modules[module] = {
             "extension": extension,
             "source": f"{name}.py",
-            "sha256": sha256(path),
+            "sha256": digest,
         }
     runtime = f"{GROUP}__mypyc"
     if not (staging / (runtime + interpreter_tag())).is_file():
         raise SystemExit(f"build_native: the shared library {runtime} was not built")
     manifest = {
         "format": FORMAT,
-        "fingerprint": fingerprint(),
+        "fingerprint": built_from,
         "interpreter": interpreter_tag(),
         "runtime": {"module": runtime, "extension": runtime + interpreter_tag()},
         "modules": modules,
