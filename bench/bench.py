@@ -46,7 +46,7 @@ import orjson
 import payloads
 import report
 from evidence import ledger, log_problems
-from host import machine
+from host import machine, with_gateway_src
 from nginx_conf import HOST as HOST
 from nginx_conf import write_proxy, write_upstream
 from procfs import cmdline, core_busy_seconds, cpu_seconds, descendants, memory_kib
@@ -689,18 +689,6 @@ def measure_paced(bench: Bench, results: Results) -> None:
         for target in bench.targets:
             log(f"paced at {rate:g} streams/s: {scenario.name} -> {target.label}")
             results.paced[(scenario.name, target.key)] = bench.loadgen(scenario, target, rate)
-
-
-def with_gateway_src(env: dict[str, str]) -> dict[str, str]:
-    """``env`` for running the gateway's code: from another checkout's ``src`` when
-    ``BENCH_GATEWAY_SRC`` names one (A/B runs), else the project's install; compiled or from
-    source as ``ORCAROUTER_NATIVE`` says (``orcarouter.native``)."""
-    if os.environ.get("BENCH_GATEWAY_SRC"):
-        env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
-    for name in ("ORCAROUTER_NATIVE", "ORCAROUTER_NATIVE_DIR"):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    return env
 
 
 ROUTING_POOLS = ("openai,anthropic,google", "openai,anthropic,google,openrouter,mistral,groq")
