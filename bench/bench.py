@@ -16,7 +16,8 @@ BENCH_WORKERS (2: also compare ``serve --workers 1`` with ``--workers 2`` on bot
 skips that comparison), BENCH_SOAK_REQUESTS (1000000: after the latency runs, closed-loop load
 cycling through the scenarios until the gateway has served this many more requests, with its RSS
 after each step; 0 skips it), BENCH_INSTRUCTIONS (1: at the end, instructions per request with
-``instructions.py`` under valgrind; 0 skips it).
+``instructions.py`` under valgrind; 0 skips it), BENCH_PATHS_ROUNDS and BENCH_PATHS_SECONDS
+(``paths.py``: the request path from source against compiled, in turn; 0 rounds skips it).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import paths
 import payloads
 import report
 from evidence import ledger, log_problems
@@ -89,6 +91,8 @@ class Options:
     paced_rate: float = 50  # streams/s of the paced streams (0: skip them)
     pace_ms: float = 2  # the pause before each event of a paced stream
     instructions: bool = True  # count instructions per request with callgrind at the end
+    paths_rounds: int = 4  # source against compiled: rounds of one run through each (0: skip)
+    paths_seconds: int = 5  # the length of each of those runs
 
     @classmethod
     def from_env(cls) -> Options:
@@ -110,6 +114,8 @@ class Options:
             paced_rate=_env_num("BENCH_PACED_RATE", 50),
             pace_ms=_env_num("BENCH_PACE_MS", 2),
             instructions=os.environ.get("BENCH_INSTRUCTIONS", "1") not in ("0", "false", "no"),
+            paths_rounds=int(_env_num("BENCH_PATHS_ROUNDS", 4)),
+            paths_seconds=int(_env_num("BENCH_PATHS_SECONDS", 5)),
         )
 
     @property
@@ -265,6 +271,7 @@ class Target:
     pid: int | None  # the process whose CPU is charged to this target's requests
     via_gateway: bool
     stopped: bool = False  # its process is gone (its results stay in the report)
+    drains: bool = False  # one gateway process on the gateway's core: runs are drained
     keys: dict[str, str] = field(default_factory=dict)  # provider id -> the gateway key for it
 
     def url(self, scenario: Scenario) -> str:
@@ -348,7 +355,7 @@ class Bench:
         includes writing them; the seconds that took after the load stopped, asking every
         ``poll`` seconds. None for other targets (with ``--workers`` each process has its own
         writer and its own ``/metrics``, so those runs are not drained)."""
-        if target.key != "gateway" or target.stopped:
+        if not target.drains or target.stopped:
             return None
         began = time.monotonic()
         request = urllib.request.Request(  # noqa: S310 (loopback)
@@ -429,7 +436,7 @@ class Bench:
 
         busy_gw = after.cores.get(gw, 0.0) - before.cores.get(gw, 0.0)
         busy_load = after.cores.get(load, 0.0) - before.cores.get(load, 0.0)
-        ours_gw = used(["gateway", "proxy"])
+        ours_gw = used(["proxy", *(t.key for t in self.targets if t.drains)])
         ours_load = used(["direct"]) + after.tools - before.tools
         # Both cores together, every process of the benchmark (the multi-worker runs spread the
         # gateway over both cores, so only the total says whether someone else was there).
@@ -526,6 +533,7 @@ class Results:
     instructions: str = ""  # bench/instructions.py's table, or why it is missing
     paced: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     capped: WorkersRun | None = None  # the most workers again, every key with a USD cap
+    paths: paths.PathsRun | None = None  # source against compiled (``paths.py``)
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,14 +666,7 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
         results.ledger, results.ledger_error = ledger(data_dir / "orcarouter.db")
         for target in bench.targets:
             target.stopped = target.key == "gateway"
-        if opts.workers > 1:
-            for count in (1, opts.workers):
-                results.workers[count] = measure_workers(bench, config, count, stamp)
-            results.capped = measure_workers(bench, config, opts.workers, stamp, capped=True)
-        routing = [arg for pool in ROUTING_POOLS for arg in ("--providers", pool)]
-        results.routing = script_table("routing.py", routing, opts.gateway_cpu)
-        if opts.instructions:
-            results.instructions = script_table("instructions.py", INSTRUCTION_SCENARIOS)
+        measure_others(bench, results, config, stamp)
     finally:
         services.stop_all()
         results.wall_s = time.monotonic() - began
@@ -680,6 +681,24 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
     out = RESULTS / f"report-{stamp}.md"
     out.write_text(text)
     return results, out
+
+
+def measure_others(bench: Bench, results: Results, config: Path, stamp: str) -> None:
+    """After the single gateway: source against compiled, the worker processes, routing by
+    pool size, instructions per request."""
+    opts = bench.opts
+    if opts.paths_rounds > 0:
+        results.paths = paths.measure_paths(
+            bench, config, stamp, opts.paths_rounds, opts.paths_seconds
+        )
+    if opts.workers > 1:
+        for count in (1, opts.workers):
+            results.workers[count] = measure_workers(bench, config, count, stamp)
+        results.capped = measure_workers(bench, config, opts.workers, stamp, capped=True)
+    routing = [arg for pool in ROUTING_POOLS for arg in ("--providers", pool)]
+    results.routing = script_table("routing.py", routing, opts.gateway_cpu)
+    if opts.instructions:
+        results.instructions = script_table("instructions.py", INSTRUCTION_SCENARIOS)
 
 
 def measure_paced(bench: Bench, results: Results) -> None:
@@ -793,7 +812,8 @@ def start_gateway(
         provider_id: create_key(url, bench.admin_key, scenario, capped)
         for provider_id, scenario in by_provider([*bench.scenarios, *bench.paced]).items()
     }
-    return gateway, Target(name[0], name[1], url, gateway.pid, True, keys=keys)
+    single = "--workers" not in serve_args
+    return gateway, Target(name[0], name[1], url, gateway.pid, True, keys=keys, drains=single)
 
 
 def gateway_alone(b: Bench, launcher: Sequence[str]) -> Target:

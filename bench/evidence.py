@@ -26,6 +26,17 @@ def ledger(database: Path) -> tuple[list[tuple[Any, ...]], str | None]:
     return rows, None
 
 
+def ledger_problems(label: str, records: list[tuple[Any, ...]], error: str | None) -> list[str]:
+    """What in a ``ledger`` is not a served request (``ok``) or one that wrk's stop cut off
+    (``client_cancelled``, 499); ``label`` names the gateway."""
+    problems = [f"{label}: {error}"] if error else []
+    for record in records:
+        status, outcome = record[2], record[3]
+        if outcome not in ("ok", "client_cancelled") or (status >= 400 and status != 499):
+            problems.append(f"{label}: {record[5]} records {record[0]} {status} {outcome}")
+    return problems
+
+
 def log_problems(path: Path) -> tuple[int, list[str]]:
     """Lines of the gateway log that report a warning, an error or a traceback."""
     pattern = re.compile(r"\b(WARNING|ERROR|CRITICAL|Traceback)\b")

@@ -62,10 +62,11 @@ def machine() -> dict[str, str]:
     }
 
 
-def request_path() -> str:
+def request_path(native: str | None = None) -> str:
     """Whether the gateway runs its request path compiled (``orcarouter.native``) or from
-    source, asked of the interpreter and the tree the benchmark starts it with."""
-    env = with_gateway_src({"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+    source, asked of the interpreter and the tree the benchmark starts it with (``native``:
+    with that ``ORCAROUTER_NATIVE`` instead of the benchmark's)."""
+    env = with_gateway_src({"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, native)
     probe = "import orcarouter as o; n = getattr(o, 'NATIVE', None); print(n and n.describe())"
     done = subprocess.run(
         [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False
@@ -76,13 +77,15 @@ def request_path() -> str:
     return "from source (a tree without orcarouter.native)" if answer == "None" else answer
 
 
-def with_gateway_src(env: dict[str, str]) -> dict[str, str]:
+def with_gateway_src(env: dict[str, str], native: str | None = None) -> dict[str, str]:
     """``env`` for running the gateway's code: from another checkout's ``src`` when
     ``BENCH_GATEWAY_SRC`` names one (A/B runs), else the project's install; compiled or from
-    source as ``ORCAROUTER_NATIVE`` says (``orcarouter.native``)."""
+    source as ``native`` or else ``ORCAROUTER_NATIVE`` says (``orcarouter.native``)."""
     if os.environ.get("BENCH_GATEWAY_SRC"):
         env["PYTHONPATH"] = os.environ["BENCH_GATEWAY_SRC"]
     for name in ("ORCAROUTER_NATIVE", "ORCAROUTER_NATIVE_DIR"):
         if name in os.environ:
             env[name] = os.environ[name]
+    if native is not None:
+        env["ORCAROUTER_NATIVE"] = native
     return env

@@ -4,8 +4,13 @@ CPU seconds on this machine vary up to threefold from one hour to the next; an i
 count does not: the same code, inputs and requests give the same count on a quiet or a busy
 machine. So this is how two trees are compared in any hour (``BENCH_GATEWAY_SRC=<tree>/src``
 runs another checkout's gateway), before the benchmark measures the winner's time. It counts
-user-space instructions only (the kernel's work in system calls is not in it) and says nothing
-about cache misses or branch mispredictions; it is a guide for A/B, not a claim of speed.
+user-space instructions only (the kernel's work in system calls is not in it); it is a guide for
+A/B, not a claim of speed. With ``--simulate`` callgrind also simulates the caches (the host's
+L1 and last level, as valgrind detects them) and the branch predictor, and the table gives
+instruction-cache misses, data-cache misses and mispredicted branches per request too: what
+instructions alone cannot show, for instance a larger body of machine code that runs fewer
+instructions but misses the instruction cache more often. Simulated, so also hour-independent,
+and only an approximation of the real core's caches and predictor.
 
 Starts the benchmark's fake upstream and the gateway under ``valgrind --tool=callgrind`` with
 collection off. For each scenario: warm-up requests, the usage writer drained, the counters
@@ -17,7 +22,7 @@ timers (the writer's tick, health polls) fire more often per request than at ful
 idle rate takes most of that off, and what is left is the same for both trees.
 
 Usage: ``.venv/bin/python bench/instructions.py [--requests 300] [--warmup 60]
-[--keep DIR] [scenario ...]`` (default: the OpenAI ones and the cross-format stream).
+[--simulate] [--keep DIR] [scenario ...]`` (default: the OpenAI ones and the cross-format stream).
 """
 
 from __future__ import annotations
@@ -42,7 +47,16 @@ from scenarios import Scenario
 
 DEFAULT_SCENARIOS = ("openai non-stream", "openai stream", "cross-format stream")
 DRAIN_POLL = 1.0  # seconds between asks for /metrics while draining
-_TOTALS = re.compile(rb"^(?:totals|summary): (\d+)", re.MULTILINE)
+_EVENTS = re.compile(rb"^events: (.+)$", re.MULTILINE)
+_TOTALS = re.compile(rb"^(?:totals|summary): (.+)$", re.MULTILINE)
+# With --simulate: the columns after the instructions, as (heading, callgrind's events summed).
+SIMULATED = (
+    ("I1 misses", ("I1mr",)),
+    ("LL instruction misses", ("ILmr",)),
+    ("D1 misses", ("D1mr", "D1mw")),
+    ("LL data misses", ("DLmr", "DLmw")),
+    ("mispredicted branches", ("Bcm", "Bim")),
+)
 
 
 def send(target: bench.Target, scenario: Scenario, count: int) -> None:
@@ -75,17 +89,27 @@ def callgrind(pid: int, *flags: str) -> None:
     subprocess.run(["callgrind_control", *flags, str(pid)], check=True, capture_output=True)
 
 
-def newest_totals(out_dir: Path, before: set[Path]) -> dict[int, int]:
-    """Per thread (1 is the main thread, which runs the event loop), the instruction total of
-    the dump written since ``before`` was listed."""
+def dump_totals(text: bytes) -> dict[str, int] | None:
+    """A callgrind dump's totals by event name (``Ir``, and with simulation ``I1mr``, ``Bcm``,
+    ...), or None while the dump is incomplete."""
+    events, totals = _EVENTS.search(text), _TOTALS.search(text)
+    if not events or not totals:
+        return None
+    names, values = events.group(1).split(), totals.group(1).split()
+    return {n.decode(): int(v) for n, v in zip(names, values, strict=False)}
+
+
+def newest_totals(out_dir: Path, before: set[Path]) -> dict[int, dict[str, int]]:
+    """Per thread (1 is the main thread, which runs the event loop), the event totals of the
+    dump written since ``before`` was listed."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        totals: dict[int, int] = {}
+        totals: dict[int, dict[str, int]] = {}
         for path in set(out_dir.glob("callgrind.out*")) - before:
             thread = re.search(r"-(\d+)$", path.name)
-            match = _TOTALS.search(path.read_bytes())
-            if thread and match:
-                totals[int(thread.group(1))] = int(match.group(1))
+            found = dump_totals(path.read_bytes())
+            if thread and found is not None:
+                totals[int(thread.group(1))] = found
         if 1 in totals:
             return totals
         time.sleep(0.5)
@@ -94,11 +118,16 @@ def newest_totals(out_dir: Path, before: set[Path]) -> dict[int, int]:
 
 @dataclass(frozen=True, slots=True)
 class Count:
-    """Instructions over a stretch of time: the event loop's thread, the others, the seconds."""
+    """Events over a stretch of time: the event loop's thread's (by name), the instructions of
+    the other threads, the seconds."""
 
-    loop: int
+    loop: dict[str, int]
     others: int
     seconds: float
+
+    def loop_events(self, names: Sequence[str]) -> int:
+        """The event loop's thread's total of ``names`` (0 for an event not simulated)."""
+        return sum(self.loop.get(name, 0) for name in names)
 
 
 def measure(
@@ -125,7 +154,8 @@ def counted(b: bench.Bench, pid: int, work: Callable[[], object]) -> Count:
     before = set(b.tmp.glob("callgrind.out*"))
     callgrind(pid, "-d")
     totals = newest_totals(b.tmp, before)
-    return Count(totals.pop(1), sum(totals.values()), elapsed)
+    loop = totals.pop(1)
+    return Count(loop, sum(t.get("Ir", 0) for t in totals.values()), elapsed)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -135,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="counted requests")
     parser.add_argument("--warmup", type=int, default=60, help="requests before counting")
     parser.add_argument("--idle", type=float, default=10, help="seconds to read the idle rate")
+    parser.add_argument(
+        "--simulate", action="store_true", help="also simulate the caches and branch predictor"
+    )
     parser.add_argument("--keep", type=Path, help="copy callgrind's dumps to this directory")
     args = parser.parse_args(argv)
     opts = bench.Options.from_env()
@@ -148,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--separate-threads=yes", f"--callgrind-out-file={tmp}/callgrind.out",
         f"--log-file={tmp}/valgrind.log",
     ]  # fmt: skip
+    simulated = SIMULATED if args.simulate else ()
+    if args.simulate:
+        valgrind[2:2] = ["--cache-sim=yes", "--branch-sim=yes"]
     try:
         target = bench.gateway_alone(b, bench.pinned(opts.gateway_cpu, *valgrind))
         assert target.pid is not None
@@ -155,20 +191,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         source = os.environ.get("BENCH_GATEWAY_SRC", "the project's install")
         source += f" ({request_path()})"
         idle = counted(b, target.pid, lambda: time.sleep(args.idle))
-        loop_rate, others_rate = idle.loop / idle.seconds, idle.others / idle.seconds
+        columns = [("Ir",), *(events for _, events in simulated)]
+        idle_rates = [idle.loop_events(events) / idle.seconds for events in columns]
+        others_rate = idle.others / idle.seconds
+        extra = "".join(f" {heading} (event loop's thread) |" for heading, _ in simulated)
         print(
             f"Instructions per request, the gateway from {source}, {args.requests} requests "
-            f"after {args.warmup}. Idle, per second under valgrind: {loop_rate:,.0f} on the "
+            f"after {args.warmup}. Idle, per second under valgrind: {idle_rates[0]:,.0f} on the "
             f"event loop's thread, {others_rate:,.0f} on the others; taken off below.\n\n"
             "| scenario | event loop's thread | other threads (the usage writer's batches: "
-            "more and smaller than at full speed) | seconds |\n|---|---|---|---|"
+            f"more and smaller than at full speed) |{extra} seconds |\n"
+            f"|---|---|---|{'---|' * len(simulated)}---|"
         )
         for scenario in scenarios:
             bench.log(f"counting {scenario.name}: {args.warmup} + {args.requests} requests")
             count = measure(b, target, scenario, args.requests, args.warmup)
-            loop = (count.loop - loop_rate * count.seconds) / args.requests
+            per_request = [
+                (count.loop_events(events) - rate * count.seconds) / args.requests
+                for events, rate in zip(columns, idle_rates, strict=True)
+            ]
             others = (count.others - others_rate * count.seconds) / args.requests
-            print(f"| {scenario.name} | {loop:,.0f} | {others:,.0f} | {count.seconds:.1f} |")
+            cells = [f"{per_request[0]:,.0f}", f"{others:,.0f}"]
+            cells += [f"{value:,.0f}" for value in per_request[1:]]
+            print(f"| {scenario.name} | {' | '.join(cells)} | {count.seconds:.1f} |")
     finally:
         services.stop_all()
         if args.keep:  # for callgrind_annotate: by C function, e.g. --inclusive=yes

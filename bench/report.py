@@ -6,6 +6,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import paths
+from evidence import ledger_problems
+
 if TYPE_CHECKING:
     from bench import Bench, Results, WorkersRun
     from scenarios import Scenario
@@ -152,12 +155,8 @@ def _validity(results: Results, bench: Bench) -> list[str]:
             problems.append(f"latency {name} via {labels[key]}: errors {result['errors']}")
     problems += _contention(results, bench, labels)
     problems += _workers_validity(results)
-    for record in results.ledger:
-        status, outcome = record[2], record[3]
-        if outcome not in ("ok", "client_cancelled") or (status >= 400 and status != 499):
-            problems.append(f"usage ledger: {record[5]} records {record[0]} {status} {outcome}")
-    if results.ledger_error:
-        problems.append(f"usage ledger: {results.ledger_error}")
+    problems += results.paths.problems if results.paths else []
+    problems += ledger_problems("usage ledger", results.ledger, results.ledger_error)
     if results.log_problems:
         problems.append(f"gateway log: {len(results.log_problems)} warning/error lines")
     return problems
@@ -178,14 +177,7 @@ def _workers_validity(results: Results) -> list[str]:
             foreign = result.get("cores", {}).get("all_foreign", 0.0)
             if foreign > MAX_FOREIGN_LOAD_CORE:
                 problems.append(f"wrk {name} via {label}: other processes used {foreign:.0f} %")
-        for record in run.ledger:
-            status, outcome = record[2], record[3]
-            if outcome not in ("ok", "client_cancelled") or (status >= 400 and status != 499):
-                problems.append(
-                    f"{label} ledger: {record[5]} records {record[0]} {status} {outcome}"
-                )
-        if run.ledger_error:
-            problems.append(f"{label} ledger: {run.ledger_error}")
+        problems += ledger_problems(f"{label} ledger", run.ledger, run.ledger_error)
         if run.log_problems:
             problems.append(f"{label} log: {len(run.log_problems)} warning/error lines")
     return problems
@@ -579,6 +571,8 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
             "",
             results.instructions,
         ]
+
+    out += paths.render(results.paths)
 
     # Targets
     out += _targets(results, bench)
