@@ -44,6 +44,7 @@ def _assert_envelope(answer: Answer, path: str, status: int, anthropic_type: str
         (b'{"messages": []}', "'model'"),
         (b'{"model": "replay-openai/x", "messages": "hi"}', "'messages'"),
         (b'{"model": "replay-openai/x", "messages": [], "stream": "yes"}', "'stream'"),
+        (b'{"model": "replay-openai/x", "messages": [5]}', "array of objects"),
     ],
 )
 def test_invalid_body_is_400(
@@ -52,6 +53,54 @@ def test_invalid_body_is_400(
     answer = _post(gateway, path, body, AUTH)
     message = _assert_envelope(answer, path, 400, "invalid_request_error")
     assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("path", "model", "field", "value"),
+    [
+        (CHAT, "replay-anthropic/claude-x", "temperature", "hot"),
+        (CHAT, "replay-anthropic/claude-x", "stop", [1]),
+        (CHAT, "replay-anthropic/claude-x", "top_k", 1.5),
+        (CHAT, "replay-anthropic/claude-x", "user", 7),
+        (CHAT, "replay-anthropic/claude-x", "max_tokens", "many"),
+        (MESSAGES, "replay-openai/x", "temperature", "hot"),
+        (MESSAGES, "replay-openai/x", "top_k", 2.5),
+        (MESSAGES, "replay-openai/x", "stop_sequences", [1]),
+    ],
+)
+def test_a_translated_field_of_the_wrong_type_is_400(
+    gateway: GatewayProcess,
+    upstream: ReplayUpstream,
+    path: str,
+    model: str,
+    field: str,
+    value: object,
+) -> None:
+    """The request is read to be translated for the other protocol: a field its own protocol
+    types otherwise is named in the client's envelope, and no upstream is asked."""
+    body: dict[str, object] = {
+        "model": model,
+        "max_tokens": 10,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    answer = _post(gateway, path, orjson.dumps({**body, field: value}), AUTH)
+    message = _assert_envelope(answer, path, 400, "invalid_request_error")
+    assert f"'{field}'" in message
+    if path == CHAT:
+        assert answer.json()["error"]["param"] == field
+    assert upstream.received == []
+
+
+def test_the_openai_sdk_sees_a_mistyped_field_as_bad_request(gateway: GatewayProcess) -> None:
+    oai = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key=ADMIN_KEY)
+    with pytest.raises(openai.BadRequestError) as caught:
+        oai.chat.completions.create(
+            model="replay-anthropic/claude-x",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"seed": "not a number"},
+        )
+    assert caught.value.body is not None
+    assert "'seed' must be an integer" in str(caught.value)
 
 
 @pytest.mark.parametrize("path", [CHAT, MESSAGES])

@@ -137,3 +137,25 @@ def test_a_private_image_url_is_refused_by_default(
     assert caught.value.code == "image_fetch_failed"
     assert "127.0.0.1" in caught.value.message
     assert upstream.received == []  # neither the image host nor Gemini was contacted
+
+
+def test_more_image_urls_than_allowed_is_a_client_error(
+    trusting_gateway: GatewayProcess, upstream: ReplayUpstream
+) -> None:
+    """Over ``egress.max_images_per_request`` (20) URLs to fetch: 400 in the client's envelope,
+    before any image is fetched or any upstream asked."""
+    url = upstream.base_url + "/images/red.png"
+    content: list[openai.types.chat.ChatCompletionContentPartParam] = [
+        {"type": "image_url", "image_url": {"url": f"{url}?n={n}"}} for n in range(21)
+    ]
+    client = openai.OpenAI(
+        base_url=trusting_gateway.base_url + "/v1", api_key=ADMIN_KEY, max_retries=0
+    )
+    with client, pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="replay-gemini/gemini-2.5-flash",
+            messages=[{"role": "user", "content": content}],
+        )
+    assert "at most 20 images by URL" in caught.value.message
+    assert caught.value.param == "messages"
+    assert upstream.received == []

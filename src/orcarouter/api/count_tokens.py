@@ -26,7 +26,7 @@ from orcarouter.api.inference import (
 from orcarouter.api.relay import Exchange, relay_body, relay_error
 from orcarouter.errors import GatewayError, InvalidRequest, ProtocolMismatch
 from orcarouter.metering.usage import UsageRecord
-from orcarouter.providers.exchange import Passthrough
+from orcarouter.providers.exchange import Passthrough, read_client_request
 from orcarouter.providers.token_estimate import encoding_for, estimate_openai_prompt
 from orcarouter.routing.resolve import Target
 from orcarouter.routing.select import RouteSelector
@@ -120,7 +120,7 @@ class CountTokensEndpoint:
     ) -> None:
         codecs = self._ctx.codecs
         try:
-            request = codecs["anthropic"].request_to_canonical(payload)
+            request = read_client_request(codecs["anthropic"], payload)
             rendered = codecs["openai"].request_from_canonical(
                 request, TargetOptions(drop_params=True)
             )

@@ -72,7 +72,13 @@ from orcarouter.metering.usage import UsageRecord
 from orcarouter.metering.wallet import BudgetBook, Budgets, InsufficientFunds, Reservation
 from orcarouter.metering.writer import UsageWriter
 from orcarouter.providers.base import ProviderProtocol
-from orcarouter.providers.exchange import ExchangePlan, Passthrough, Translated, untranslatable
+from orcarouter.providers.exchange import (
+    ExchangePlan,
+    Passthrough,
+    Translated,
+    read_client_request,
+    untranslatable,
+)
 from orcarouter.providers.openai_compat import client_wants_usage
 from orcarouter.providers.profiles import ProfileBook
 from orcarouter.routing.candidates import Candidate
@@ -232,8 +238,11 @@ def check_payload(payload: Mapping[str, Any]) -> tuple[str, bool]:
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", param="model")
-    if not isinstance(payload.get("messages"), list):
+    messages = payload.get("messages")
+    if not isinstance(messages, list):
         raise InvalidRequest("'messages' is required and must be an array", param="messages")
+    if not all(isinstance(message, dict) for message in messages):
+        raise InvalidRequest("'messages' must be an array of objects", param="messages")
     stream = payload.get("stream", False)
     if not isinstance(stream, bool):
         raise InvalidRequest("'stream' must be a boolean", param="stream")
@@ -692,7 +701,7 @@ class InferenceEndpoint:
         if request.inlined:
             return request.inlined[0]
         try:
-            parsed = self._ctx.codecs[self.dialect.protocol].request_to_canonical(request.payload)
+            parsed = read_client_request(self._ctx.codecs[self.dialect.protocol], request.payload)
         except TranslationError as exc:
             raise untranslatable(exc, model, protocol) from None
         if needs_inlining(parsed):
@@ -706,8 +715,8 @@ class InferenceEndpoint:
                 parsed = await inline_remote_images(
                     parsed, self._ctx.egress.fetch_image, max_images=self._ctx.max_images
                 )
-            except RemoteImageLimitExceeded as exc:
-                raise InvalidRequest(str(exc), param="messages") from None
+            except RemoteImageLimitExceeded as too_many:
+                raise InvalidRequest(str(too_many), param="messages") from None
         request.inlined.append(parsed)
         return parsed
 

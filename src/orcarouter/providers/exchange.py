@@ -30,7 +30,7 @@ from orcarouter.errors import InvalidRequest, UpstreamProtocolError
 from orcarouter.providers.base import ObservedStream, ProviderProtocol, StreamObserver
 from orcarouter.providers.openai_compat import client_wants_usage
 from orcarouter.translate.codecs import StreamDecoder, StreamEncoder, TargetOptions, WireCodec
-from orcarouter.translate.common import TranslationError
+from orcarouter.translate.common import MalformedRequest, TranslationError
 from orcarouter.wire.sse import SSEEvent, parse_event
 
 
@@ -88,6 +88,27 @@ def untranslatable(exc: TranslationError, model: str, protocol: str) -> InvalidR
     )
 
 
+# What reading a client's request raises when the request has a shape its protocol does not
+# allow somewhere the typed checks do not look (a message that is not an object, say).
+_MISREAD = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+
+
+def read_client_request(codec: WireCodec, payload: Mapping[str, Any]) -> Request:
+    """The client's request as a canonical request; a field of the wrong type is the client's
+    error (400, naming the field where it can). A field the target protocol cannot take is
+    left to the caller, which knows the target (``TranslationError``, see ``untranslatable``)."""
+    try:
+        return codec.request_to_canonical(payload)
+    except TranslationError:
+        raise
+    except MalformedRequest as malformed:
+        raise InvalidRequest(
+            f"'{malformed.param}' {malformed.message}", param=malformed.param
+        ) from None
+    except _MISREAD as misread:
+        raise InvalidRequest(f"the request could not be read: {misread}") from None
+
+
 class Translated:
     """Other protocol: translate the request, the response and every stream event."""
 
@@ -108,11 +129,18 @@ class Translated:
         self.client_payload = payload
         self._include_usage = client_wants_usage(payload) or client.name != "openai"
         try:
-            parsed = canonical if canonical is not None else client.request_to_canonical(payload)
+            parsed = canonical if canonical is not None else read_client_request(client, payload)
             request = replace(parsed, model=model, stream=stream)
             translation = upstream.request_from_canonical(request, options)
         except TranslationError as exc:
             raise untranslatable(exc, model, upstream.name) from None
+        except (
+            _MISREAD
+        ) as misread:  # a value the typed checks let through that rendering cannot take
+            raise InvalidRequest(
+                f"the request could not be translated for {model} over the {upstream.name} "
+                f"protocol: {misread}"
+            ) from None
         self.body = orjson.dumps(translation.body)
         self.dropped = tuple(dict.fromkeys(translation.dropped))
 

@@ -23,6 +23,16 @@ class TranslationError(ValueError):
         self.message = message
 
 
+class MalformedRequest(ValueError):
+    """A field of the client's request has a type its own protocol does not allow (a number
+    given as a string, say): the client's error, whatever the target."""
+
+    def __init__(self, *, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+        self.message = message
+
+
 @dataclass(slots=True)
 class RequestTranslation:
     """A rendered request body plus what had to be dropped or adjusted to render it."""
@@ -170,6 +180,51 @@ def as_str_tuple(value: Any) -> tuple[str, ...] | None:
 def optional_int(value: Any) -> int | None:
     """An int (not a bool) or ``None``."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# Checks of a client request's typed fields: the value, None for null (or an absent field),
+# MalformedRequest when it has another JSON type. ``param`` names the field for the error.
+
+
+def as_number(value: Any, param: str) -> float | None:
+    """A JSON number (an int stays an int)."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return value
+    raise MalformedRequest(param=param, message="must be a number")
+
+
+def as_integer(value: Any, param: str) -> int | None:
+    """A JSON integer; a number with no fraction counts (JSON has one number type: ``40.0``
+    is how some clients write 40)."""
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise MalformedRequest(param=param, message="must be an integer")
+
+
+def as_bool(value: Any, param: str) -> bool | None:
+    """A JSON boolean."""
+    if value is None or isinstance(value, bool):
+        return value
+    raise MalformedRequest(param=param, message="must be a boolean")
+
+
+def as_string(value: Any, param: str) -> str | None:
+    """A JSON string."""
+    if value is None or isinstance(value, str):
+        return value
+    raise MalformedRequest(param=param, message="must be a string")
+
+
+def as_strings(
+    value: Any, param: str, allowed: str = "an array of strings"
+) -> tuple[str, ...] | None:
+    """An array of JSON strings (``allowed``: what the error says the field must be)."""
+    sequences = as_str_tuple(value)
+    if value is None or sequences is not None:
+        return sequences
+    raise MalformedRequest(param=param, message=f"must be {allowed}")
 
 
 def residual(original: Mapping[str, Any], rendered: Mapping[str, Any]) -> JsonDict:

@@ -240,6 +240,52 @@ def test_compiled_classes_keep_their_class_constants(name: str) -> None:
                 assert value == statement.value.value, f"{name}.{node.name}.{target.id}"
 
 
+def _compiled_sources() -> list[Path]:
+    """The sources ``scripts/build_native.py`` compiles, read from its ``COMPILED`` list."""
+    script = native.PACKAGE.parents[1] / "scripts" / "build_native.py"
+    for node in ast.parse(script.read_text()).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "COMPILED":
+            names = ast.literal_eval(node.value)
+            return [native.PACKAGE / f"{name}.py" for name in names]
+    raise AssertionError("scripts/build_native.py has no COMPILED list")
+
+
+def _handlers(function: ast.AST) -> dict[str, list[str]]:
+    """Per name an ``except ... as name`` of ``function`` binds, the handlers' exception types
+    in source order."""
+    bound: dict[str, list[str]] = {}
+    for node in ast.walk(function):
+        if isinstance(node, ast.ExceptHandler) and node.name and node.type is not None:
+            bound.setdefault(node.name, []).append(ast.unparse(node.type))
+    return bound
+
+
+def _classes(expression: str, namespace: dict[str, Any]) -> tuple[type, ...]:
+    caught = eval(expression, namespace)  # noqa: S307 (a handler's type, from our own source)
+    return caught if isinstance(caught, tuple) else (caught,)
+
+
+def test_no_compiled_function_binds_one_name_to_unrelated_exceptions() -> None:
+    # mypyc types an ``except ... as name`` variable by its first handler; a later handler
+    # binding the same name to another class raises TypeError when it catches: a 500 for what
+    # should be the client's 400 (too many image URLs, a request that cannot be read). A later
+    # handler of subclasses of the first one's classes is safe.
+    shared = []
+    for source in _compiled_sources():
+        module = importlib.import_module(
+            "orcarouter." + ".".join(source.relative_to(native.PACKAGE).with_suffix("").parts)
+        )
+        for node in ast.walk(ast.parse(source.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for name, kinds in _handlers(node).items():
+                first = _classes(kinds[0], vars(module))
+                for later in kinds[1:]:
+                    if not all(issubclass(c, first) for c in _classes(later, vars(module))):
+                        shared.append(f"{source.name}:{node.lineno} {node.name}: {name} {kinds}")
+    assert shared == []
+
+
 @compiled
 def test_interpreted_subclasses_never_shadow_a_compiled_attribute() -> None:
     # Compiled code reads a compiled class's attributes from their native slots; a subclass

@@ -15,7 +15,10 @@ from orcarouter.translate.common import (
     JsonDict,
     Policy,
     TranslationError,
-    as_str_tuple,
+    as_bool,
+    as_integer,
+    as_number,
+    as_strings,
     optional_int,
 )
 from orcarouter.translate.gemini.fields import get
@@ -46,16 +49,16 @@ def generation_to_canonical(config: Mapping[str, Any]) -> Generation:
     """Parse a ``generationConfig`` (unknown keys are kept by the caller's residual)."""
     return Generation(
         sampling=Sampling(
-            temperature=get(config, "temperature"),
-            top_p=get(config, "topP"),
-            top_k=get(config, "topK"),
-            stop=as_str_tuple(get(config, "stopSequences")),
-            presence_penalty=get(config, "presencePenalty"),
-            frequency_penalty=get(config, "frequencyPenalty"),
-            seed=get(config, "seed"),
-            n=get(config, "candidateCount"),
-            logprobs=get(config, "responseLogprobs"),
-            top_logprobs=get(config, "logprobs"),
+            temperature=as_number(get(config, "temperature"), "temperature"),
+            top_p=as_number(get(config, "topP"), "topP"),
+            top_k=as_integer(get(config, "topK"), "topK"),
+            stop=as_strings(get(config, "stopSequences"), "stopSequences"),
+            presence_penalty=as_number(get(config, "presencePenalty"), "presencePenalty"),
+            frequency_penalty=as_number(get(config, "frequencyPenalty"), "frequencyPenalty"),
+            seed=as_integer(get(config, "seed"), "seed"),
+            n=as_integer(get(config, "candidateCount"), "candidateCount"),
+            logprobs=as_bool(get(config, "responseLogprobs"), "responseLogprobs"),
+            top_logprobs=as_integer(get(config, "logprobs"), "logprobs"),
         ),
         reasoning=_reasoning(get(config, "thinkingConfig")),
         response_format=_response_format(config),

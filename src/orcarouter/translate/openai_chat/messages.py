@@ -18,7 +18,14 @@ from orcarouter.canonical import (
     ToolResult,
     ToolUse,
 )
-from orcarouter.translate.common import JsonDict, Policy, extras_for, split_known, with_extras
+from orcarouter.translate.common import (
+    JsonDict,
+    Policy,
+    as_string,
+    extras_for,
+    split_known,
+    with_extras,
+)
 from orcarouter.translate.openai_chat.ordering import detail_entries, is_marker, restore_order
 from orcarouter.translate.openai_chat.parts import (
     DEFAULT_REASONING_FIELDS,
@@ -66,6 +73,9 @@ def content_from_blocks(
     return parts
 
 
+_NAME_PARAM = "messages[].name"
+
+
 def message_to_canonical(data: Mapping[str, Any]) -> Message:
     """One OpenAI message as a canonical message."""
     role = data.get("role")
@@ -85,7 +95,7 @@ def message_to_canonical(data: Mapping[str, Any]) -> Message:
         role=role,
         content=content,
         content_shape=shape if "content" in data else None,
-        name=data.get("name"),
+        name=as_string(data.get("name"), _NAME_PARAM),
         extra=extras_for("openai", split_known(data, _MESSAGE_KEYS)),
     )
 
@@ -108,7 +118,7 @@ def _assistant_to_canonical(data: Mapping[str, Any]) -> Message:
         role="assistant",
         content=tuple(blocks),
         content_shape=shape if "content" in data else None,
-        name=data.get("name"),
+        name=as_string(data.get("name"), _NAME_PARAM),
         reasoning_fields=fields,
         extra=extras_for("openai", leftover),
     )

@@ -19,10 +19,15 @@ from orcarouter.canonical import (
 )
 from orcarouter.translate.common import (
     JsonDict,
+    MalformedRequest,
     Policy,
     RequestTranslation,
+    as_bool,
+    as_integer,
+    as_number,
+    as_string,
+    as_strings,
     extras_for,
-    optional_int,
     residual,
     split_known,
     with_extras,
@@ -77,7 +82,7 @@ def request_to_canonical(body: Mapping[str, Any]) -> Request:
     max_tokens_field = None
     for key in ("max_completion_tokens", "max_tokens"):
         if key in body:
-            max_tokens_field, max_output = key, optional_int(body[key])
+            max_tokens_field, max_output = key, as_integer(body[key], key)
             known.add(key)
             break
     else:
@@ -104,7 +109,7 @@ def request_to_canonical(body: Mapping[str, Any]) -> Request:
         messages=tuple(message_to_canonical(m) for m in body.get("messages") or ()),
         tools=(*tools, *web_search),
         tool_choice=tool_choice,
-        parallel_tool_calls=body.get("parallel_tool_calls"),
+        parallel_tool_calls=as_bool(body.get("parallel_tool_calls"), "parallel_tool_calls"),
         sampling=_sampling_to_canonical(body),
         reasoning=reasoning,
         response_format=response_format,
@@ -114,7 +119,7 @@ def request_to_canonical(body: Mapping[str, Any]) -> Request:
         stream_usage=stream_options.get("include_usage")
         if isinstance(stream_options, Mapping)
         else None,
-        user=body.get("user"),
+        user=as_string(body.get("user"), "user"),
         source="openai",
         extra=extras_for("openai", leftover),
     )
@@ -124,21 +129,27 @@ def _stream_options(include_usage: Any) -> JsonDict:
     return {} if include_usage is None else {"include_usage": include_usage}
 
 
+_STOP_TYPES = "a string or an array of strings"
+
+
 def _sampling_to_canonical(body: Mapping[str, Any]) -> Sampling:
     stop = body.get("stop")
+    logit_bias = body.get("logit_bias")
+    if logit_bias is not None and not isinstance(logit_bias, Mapping):
+        raise MalformedRequest(param="logit_bias", message="must be an object")
     return Sampling(
-        temperature=body.get("temperature"),
-        top_p=body.get("top_p"),
-        top_k=body.get("top_k"),
-        stop=(stop,) if isinstance(stop, str) else tuple(stop) if isinstance(stop, list) else None,
+        temperature=as_number(body.get("temperature"), "temperature"),
+        top_p=as_number(body.get("top_p"), "top_p"),
+        top_k=as_integer(body.get("top_k"), "top_k"),
+        stop=(stop,) if isinstance(stop, str) else as_strings(stop, "stop", _STOP_TYPES),
         stop_as_string=isinstance(stop, str),
-        presence_penalty=body.get("presence_penalty"),
-        frequency_penalty=body.get("frequency_penalty"),
-        seed=body.get("seed"),
-        logit_bias=body.get("logit_bias"),
-        n=body.get("n"),
-        logprobs=body.get("logprobs"),
-        top_logprobs=body.get("top_logprobs"),
+        presence_penalty=as_number(body.get("presence_penalty"), "presence_penalty"),
+        frequency_penalty=as_number(body.get("frequency_penalty"), "frequency_penalty"),
+        seed=as_integer(body.get("seed"), "seed"),
+        logit_bias=logit_bias,
+        n=as_integer(body.get("n"), "n"),
+        logprobs=as_bool(body.get("logprobs"), "logprobs"),
+        top_logprobs=as_integer(body.get("top_logprobs"), "top_logprobs"),
     )
 
 
