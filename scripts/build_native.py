@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "orcarouter"
 
-# The modules on the request path, by the profile (bench/profiles/README.md round 16). Not
-# compiled: transport/client (an async generator, which mypyc does not implement yet).
+# The modules on the request path, by the profile (bench/profiles/README.md rounds 16 and 18: the
+# translations and the canonical types they build, the upstream client, routers and fan-out).
 COMPILED = (
     "api/asgi",
     "api/auth",
@@ -61,6 +61,42 @@ COMPILED = (
     "accounts/rate_limits",
     "accounts/shared_rate_limits",  # its lease extends rate_limits' Lease
     "routing/candidates",
+    "transport/client",  # its async generator is transport/chunks (mypyc has none yet)
+    "translate/openai_chat/messages",
+    "translate/openai_chat/ordering",
+    "translate/openai_chat/parts",
+    "translate/openai_chat/requests",
+    "translate/openai_chat/responses",
+    "translate/openai_chat/stream_decode",
+    "translate/openai_chat/stream_encode",
+    "translate/anthropic_messages/blocks",
+    "translate/anthropic_messages/messages",
+    "translate/anthropic_messages/options",
+    "translate/anthropic_messages/requests",
+    "translate/anthropic_messages/responses",
+    "translate/anthropic_messages/stream_decode",
+    "translate/anthropic_messages/stream_encode",
+    "translate/anthropic_messages/thinking",
+    "translate/gemini/config",
+    "translate/gemini/contents",
+    "translate/gemini/fields",
+    "translate/gemini/grounding",
+    "translate/gemini/parts",
+    "translate/gemini/requests",
+    "translate/gemini/responses",
+    "translate/gemini/schema",
+    "translate/gemini/stream_decode",
+    "translate/gemini/stream_encode",
+    "translate/gemini/tools",
+    "translate/reasoning",
+    "translate/signatures",
+    "translate/stop_reasons",
+    "canonical/content",
+    "canonical/conversation",
+    "canonical/response",
+    "canonical/stream",
+    "routing/routers",
+    "api/fanout",
 )
 GROUP = "orcarouter_native"  # the shared library's name: orcarouter_native__mypyc
 MANIFEST = "manifest.json"

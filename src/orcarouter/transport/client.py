@@ -37,6 +37,7 @@ from orcarouter.errors import (
     UpstreamUnreachable,
 )
 from orcarouter.settings import TimeoutsConfig
+from orcarouter.transport.chunks import body_chunks
 
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 HIGH_WATER = 256 * 1024  # buffered unread body bytes above which the socket stops being read
@@ -466,14 +467,10 @@ class UpstreamResponse:
             self.close()
             raise
 
-    async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive (what is buffered comes as one piece)."""
-        try:
-            while (chunk := await self.next_chunk()) is not None:
-                yield chunk
-        except BaseException:  # abandoned (or failed): the connection is done for
-            self.close()
-            raise
+    def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Body bytes as they arrive (what is buffered comes as one piece); abandoning the
+        iteration, or its failing, closes the connection."""
+        return body_chunks(self)
 
     async def push(self, sink: Sink) -> None:
         """Hand the rest of the body to ``sink`` from the connection's own read callback, so
