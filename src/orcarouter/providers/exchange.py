@@ -134,9 +134,7 @@ class Translated:
             translation = upstream.request_from_canonical(request, options)
         except TranslationError as exc:
             raise untranslatable(exc, model, upstream.name) from None
-        except (
-            _MISREAD
-        ) as misread:  # a value the typed checks let through that rendering cannot take
+        except _MISREAD as misread:  # a value the checks let through that rendering cannot take
             raise InvalidRequest(
                 f"the request could not be translated for {model} over the {upstream.name} "
                 f"protocol: {misread}"
