@@ -9,17 +9,16 @@ and for each scenario closed-loop wrk runs that alternate between them (A B B A 
 drained like the main ones. What the hour does to one path it does to the other, run by run.
 
 Tunables: BENCH_PATHS_ROUNDS (4; each round is one run through each path; 0 skips the
-comparison), BENCH_PATHS_SECONDS (5, per run).
+comparison), BENCH_PATHS_SECONDS (5, per run). ``report.py`` renders and checks the runs.
 """
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evidence import ledger, ledger_problems, log_problems
+from evidence import ledger, log_problems
 from host import request_path
 
 if TYPE_CHECKING:
@@ -39,7 +38,8 @@ class PathsRun:
     described: dict[str, str] = field(default_factory=dict)  # path label -> what it loaded
     runs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     precheck: list[dict[str, Any]] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
+    ledgers: dict[str, tuple[list[tuple[Any, ...]], str | None]] = field(default_factory=dict)
+    log_problems: dict[str, list[str]] = field(default_factory=dict)  # path label -> lines
     skipped: str = ""  # why the comparison did not run
 
 
@@ -92,85 +92,6 @@ def measure_paths(bench: Bench, config: Path, stamp: str, rounds: int, seconds: 
         for target in targets.values():
             bench.targets.remove(target)
     for label, _ in PATHS:
-        records, error = ledger(bench.tmp / f"gateway-data-{label}" / "orcarouter.db")
-        run.problems += ledger_problems(f"{label} gateway's ledger", records, error)
-        _, lines = log_problems(logs[label])
-        if lines:
-            run.problems.append(f"{label} gateway log: {len(lines)} warning/error lines")
-    run.problems += _run_problems(run)
+        run.ledgers[label] = ledger(bench.tmp / f"gateway-data-{label}" / "orcarouter.db")
+        _, run.log_problems[label] = log_problems(logs[label])
     return run
-
-
-MAX_FOREIGN = 5.0  # % of a run on the gateway's core used by no process of the benchmark
-
-
-def _run_problems(run: PathsRun) -> list[str]:
-    problems = [
-        f"pre-check {row['scenario']} via {row['target']}: HTTP {row['status']}"
-        for row in run.precheck
-        if row["status"] != 200 or not row["identical"]
-    ]
-    for (name, label), results in run.runs.items():
-        for turn, result in enumerate(results, 1):
-            errors = sum(int(result[k]) for k in ("connect", "read", "write", "status", "timeout"))
-            if errors or result["non_2xx"]:
-                problems.append(f"{name} via {label}, round {turn}: {errors} wrk errors")
-            foreign = result["cores"]["gateway_core_foreign"]
-            if foreign > MAX_FOREIGN:
-                problems.append(
-                    f"{name} via {label}, round {turn}: other processes used {foreign:.0f} % "
-                    "of the gateway's core"
-                )
-    return problems
-
-
-def cpu_us(result: dict[str, Any]) -> float:
-    """CPU µs per request of one drained wrk run."""
-    return float(result["cpu_s"]) * 1e6 / max(int(result["requests"]), 1)
-
-
-def render(run: PathsRun | None) -> list[str]:
-    """The report's section: per scenario, every round's CPU per request through each path,
-    the medians, and compiled ÷ source."""
-    if run is None:
-        return []
-    out = ["", "## Request path: from source against compiled, in turn", ""]
-    if run.skipped:
-        return [*out, f"Not measured: the compiled path cannot start here ({run.skipped})."]
-    source, compiled = (label for label, _ in PATHS)
-    out += [
-        "Two gateways on the gateway's core, one running its request path from source "
-        f"(`ORCAROUTER_NATIVE=0`: {run.described.get(source, '?')}), one compiled "
-        f"(`ORCAROUTER_NATIVE=require`: {run.described.get(compiled, '?')}). Per scenario, one "
-        f"warm-up each, then {run.rounds} rounds of closed-loop wrk runs of {run.seconds} s "
-        "through each in turn (the order flips every round), each drained. Gateway CPU µs "
-        "per request:",
-        "",
-    ]
-    if run.problems:
-        out += ["**Not valid**:", "", *(f"- {p}" for p in run.problems), ""]
-    rows = []
-    for name in dict.fromkeys(n for n, _ in run.runs):
-        a = [cpu_us(r) for r in run.runs.get((name, source), [])]
-        b = [cpu_us(r) for r in run.runs.get((name, compiled), [])]
-        if not a or not b:
-            continue
-        ma, mb = statistics.median(a), statistics.median(b)
-        faster = sum(y < x for x, y in zip(a, b, strict=False))
-        rows.append(
-            [
-                name,
-                ", ".join(f"{x:.1f}" for x in a),
-                ", ".join(f"{y:.1f}" for y in b),
-                f"{ma:.1f} / {mb:.1f}",
-                f"{mb / ma:.3f}",
-                f"{faster} of {min(len(a), len(b))}",
-            ]
-        )
-    header = [
-        "scenario", f"{source}, by round", f"{compiled}, by round",
-        f"median {source} / {compiled}", f"{compiled} ÷ {source}", "rounds compiled was faster",
-    ]  # fmt: skip
-    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(row) + " |" for row in rows]
-    return out

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import paths
 from evidence import ledger_problems
+from paths import PATHS
 
 if TYPE_CHECKING:
     from bench import Bench, Results, WorkersRun
+    from paths import PathsRun
     from scenarios import Scenario
 
 # Issue 6's targets, shown next to the measured values as a reading aid.
@@ -155,7 +157,7 @@ def _validity(results: Results, bench: Bench) -> list[str]:
             problems.append(f"latency {name} via {labels[key]}: errors {result['errors']}")
     problems += _contention(results, bench, labels)
     problems += _workers_validity(results)
-    problems += results.paths.problems if results.paths else []
+    problems += _paths_validity(results.paths) if results.paths else []
     problems += ledger_problems("usage ledger", results.ledger, results.ledger_error)
     if results.log_problems:
         problems.append(f"gateway log: {len(results.log_problems)} warning/error lines")
@@ -181,6 +183,72 @@ def _workers_validity(results: Results) -> list[str]:
         if run.log_problems:
             problems.append(f"{label} log: {len(run.log_problems)} warning/error lines")
     return problems
+
+
+def _paths_validity(run: PathsRun) -> list[str]:
+    """What makes the source-against-compiled runs (``paths.py``) invalid."""
+    problems = [
+        f"pre-check {row['scenario']} via {row['target']}: HTTP {row['status']}"
+        for row in run.precheck
+        if row["status"] != 200 or not row["identical"]
+    ]
+    for (name, label), results in run.runs.items():
+        for turn, result in enumerate(results, 1):
+            where = f"wrk {name} via the {label} gateway, round {turn}"
+            if _errors(result) or result["non_2xx"]:
+                problems.append(f"{where}: errors {_error_text(result)}")
+            foreign = result["cores"]["gateway_core_foreign"]
+            if foreign > MAX_FOREIGN_GATEWAY_CORE:
+                problems.append(f"{where}: other processes used {foreign:.0f} % of its core")
+    for label, (records, error) in run.ledgers.items():
+        problems += ledger_problems(f"{label} gateway's ledger", records, error)
+    for label, lines in run.log_problems.items():
+        if lines:
+            problems.append(f"{label} gateway log: {len(lines)} warning/error lines")
+    return problems
+
+
+def _paths(run: PathsRun | None) -> list[str]:
+    """The source-against-compiled section: per scenario, every round's CPU per request
+    through each path, the medians, and compiled ÷ source."""
+    if run is None:
+        return []
+    out = ["", "## Request path: from source against compiled, in turn", ""]
+    if run.skipped:
+        return [*out, f"Not measured: the compiled path cannot start here ({run.skipped})."]
+    source, compiled = (label for label, _ in PATHS)
+    out += [
+        "Two gateways on the gateway's core, one running its request path from source "
+        f"(`ORCAROUTER_NATIVE=0`: {run.described.get(source, '?')}), one compiled "
+        f"(`ORCAROUTER_NATIVE=require`: {run.described.get(compiled, '?')}). Per scenario, one "
+        f"warm-up each, then {run.rounds} rounds of closed-loop wrk runs of {run.seconds} s "
+        "through each in turn (the order flips every round), each drained. Gateway CPU µs "
+        "per request:",
+        "",
+    ]
+    rows = []
+    for name in dict.fromkeys(n for n, _ in run.runs):
+        a = [v for r in run.runs.get((name, source), []) if (v := _cpu_us(r)) is not None]
+        b = [v for r in run.runs.get((name, compiled), []) if (v := _cpu_us(r)) is not None]
+        if not a or not b:
+            continue
+        ma, mb = statistics.median(a), statistics.median(b)
+        faster = sum(y < x for x, y in zip(a, b, strict=False))
+        rows.append(
+            [
+                name,
+                ", ".join(f"{x:.1f}" for x in a),
+                ", ".join(f"{y:.1f}" for y in b),
+                f"{ma:.1f} / {mb:.1f}",
+                f"{mb / ma:.3f}",
+                f"{faster} of {min(len(a), len(b))}",
+            ]
+        )
+    header = [
+        "scenario", f"{source}, by round", f"{compiled}, by round",
+        f"median {source} / {compiled}", f"{compiled} ÷ {source}", "rounds compiled was faster",
+    ]  # fmt: skip
+    return out + _table(header, rows)
 
 
 def _events_per_cpu_s(scenario_events: int, result: dict[str, Any] | None) -> float | None:
@@ -572,7 +640,7 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
             results.instructions,
         ]
 
-    out += paths.render(results.paths)
+    out += _paths(results.paths)
 
     # Targets
     out += _targets(results, bench)
