@@ -27,6 +27,8 @@ import sysconfig
 import time
 from pathlib import Path
 
+import dataclass_inits
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "orcarouter"
 
@@ -114,7 +116,8 @@ def fingerprint() -> str:
     digest = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*.py")):
         digest.update(f"{path.relative_to(PACKAGE)}\0{sha256(path)}\n".encode())
-    digest.update(sha256(Path(__file__).resolve()).encode())
+    for script in (Path(__file__), Path(dataclass_inits.__file__)):
+        digest.update(sha256(script.resolve()).encode())
     digest.update(f"{mypy.version.__version__}\0{sys.version}\0{interpreter_tag()}".encode())
     return digest.hexdigest()
 
@@ -133,6 +136,26 @@ def recorded_fingerprint(out: Path) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def copy_sources(work: Path) -> list[Path]:
+    """The package and the project's mypy settings copied under ``work``, the compiled modules'
+    dataclasses given written-out ``__init__`` methods (``dataclass_inits``); returns the
+    compiled modules' copies, at the same paths relative to ``work`` as the sources' to the
+    project, so compiled code's tracebacks name the project's files."""
+    copy = work / PACKAGE.relative_to(ROOT)
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", work / "pyproject.toml")
+    modules = {"orcarouter." + name.replace("/", "."): copy / f"{name}.py" for name in COMPILED}
+    written, notes = dataclass_inits.written_out(
+        {module: path.read_text() for module, path in modules.items()}
+    )
+    for module, path in modules.items():
+        path.write_text(written[module])
+    for note in notes:
+        print(f"build_native: the dataclass {note}; its __init__ stays interpreted")
+    return list(modules.values())
+
+
 def build(out: Path) -> None:
     """Compile into a fresh directory beside ``out``, write its manifest, then swap it in."""
     from mypyc.build import mypycify
@@ -144,9 +167,10 @@ def build(out: Path) -> None:
     sources = [PACKAGE / f"{name}.py" for name in COMPILED]
     # Taken before compiling: a source edited during the build must leave the build stale.
     hashes, built_from = [sha256(path) for path in sources], fingerprint()
-    os.chdir(ROOT)  # mypy reads the project's [tool.mypy] from pyproject.toml here
+    copied = copy_sources(work)
+    os.chdir(work)  # mypy reads the project's [tool.mypy] from the pyproject.toml copied here
     extensions = mypycify(
-        [str(path.relative_to(ROOT)) for path in sources],
+        [str(path.relative_to(work)) for path in copied],
         opt_level="3",
         group_name=GROUP,
         target_dir=str(work),

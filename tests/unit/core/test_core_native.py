@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import enum
 import hashlib
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -250,6 +252,10 @@ def _compiled_sources() -> list[Path]:
     raise AssertionError("scripts/build_native.py has no COMPILED list")
 
 
+def _module_of(source: Path) -> str:
+    return "orcarouter." + ".".join(source.relative_to(native.PACKAGE).with_suffix("").parts)
+
+
 def _handlers(function: ast.AST) -> dict[str, list[str]]:
     """Per name an ``except ... as name`` of ``function`` binds, the handlers' exception types
     in source order."""
@@ -272,9 +278,7 @@ def test_no_compiled_function_binds_one_name_to_unrelated_exceptions() -> None:
     # handler of subclasses of the first one's classes is safe.
     shared = []
     for source in _compiled_sources():
-        module = importlib.import_module(
-            "orcarouter." + ".".join(source.relative_to(native.PACKAGE).with_suffix("").parts)
-        )
+        module = importlib.import_module(_module_of(source))
         for node in ast.walk(ast.parse(source.read_text())):
             if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 continue
@@ -341,3 +345,32 @@ def test_an_edited_source_is_run_from_source_never_from_a_stale_build(tmp_path: 
     refused = _run(PROBE, build, "require")
     assert refused.returncode != 0
     assert "NativeUnavailable" in refused.stderr and "make install" in refused.stderr
+
+
+@compiled
+def test_compiled_dataclasses_are_built_by_compiled_code() -> None:
+    # mypyc leaves the methods ``dataclasses`` generates interpreted (a frozen one's __init__
+    # took about 11,500 instructions to build one ``Usage``); the build writes each __init__
+    # out in the copy it compiles (scripts/dataclass_inits.py), and names those it cannot.
+    spec = importlib.util.spec_from_file_location(
+        "dataclass_inits", native.PACKAGE.parents[1] / "scripts" / "dataclass_inits.py"
+    )
+    assert spec is not None and spec.loader is not None
+    inits = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("dataclass_inits", inits)
+    spec.loader.exec_module(inits)
+    sources = {_module_of(source): source.read_text() for source in _compiled_sources()}
+    _, notes = inits.written_out(sources)
+    left = {note.split(":")[0] for note in notes}
+    interpreted, checked = set(), 0
+    for name in sources:
+        module = importlib.import_module(name)
+        for cls in vars(module).values():
+            if not (isinstance(cls, type) and cls.__module__ == name):
+                continue
+            if dataclasses.is_dataclass(cls):
+                checked += 1
+                if isinstance(cls.__init__, types.FunctionType):
+                    interpreted.add(f"{name}.{cls.__name__}")
+    assert checked > 90
+    assert interpreted == left
