@@ -44,6 +44,14 @@ class PriceTier:
     cache_write: Decimal | None = None
 
 
+def _in_millionths(first: Decimal, second: Decimal) -> tuple[int, int] | None:
+    """Two rates in millionths of their unit, or None when either is finer (or not finite)."""
+    rates = (first * 1_000_000, second * 1_000_000)
+    if all(rate.is_finite() and rate == rate.to_integral_value() for rate in rates):
+        return int(rates[0]), int(rates[1])
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     """USD per million tokens from `effective_from` on; `per_call` holds the other rates.
@@ -63,11 +71,14 @@ class Price:
     # ``input`` and ``output`` in millionths of a dollar per million tokens (so a request's
     # cost in 1e-12 dollars is an integer sum), or None when a rate is finer than that.
     micro_rates: tuple[int, int] | None = field(init=False, repr=False, compare=False)
+    # The same for cache reads and writes (the input rate where the catalog has none).
+    micro_cache_rates: tuple[int, int] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        rates = (self.input * 1_000_000, self.output * 1_000_000)
-        exact = all(rate.is_finite() and rate == rate.to_integral_value() for rate in rates)
-        object.__setattr__(self, "micro_rates", (int(rates[0]), int(rates[1])) if exact else None)
+        read = self.cache_read if self.cache_read is not None else self.input
+        write = self.cache_write if self.cache_write is not None else self.input
+        object.__setattr__(self, "micro_rates", _in_millionths(self.input, self.output))
+        object.__setattr__(self, "micro_cache_rates", _in_millionths(read, write))
 
     def for_input_tokens(self, input_tokens: int) -> Price:
         """The price that applies to a request with this many input tokens (tiers resolved)."""

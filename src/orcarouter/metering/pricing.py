@@ -27,7 +27,7 @@ PROMPT_HOLD_FACTOR = 2
 
 # Anthropic bills 1-hour cache writes at twice the input rate (5-minute writes at the
 # catalog's cache-write rate, 1.25x): https://docs.claude.com/en/docs/build-with-claude/prompt-caching#pricing
-HOUR_CACHE_WRITE_FACTOR = Decimal(2)
+HOUR_CACHE_WRITE_FACTOR = 2
 
 # Server-tool usage counters (canonical ``Usage.server_tool_uses``) -> the per-call rate name
 # an operator may set in a model's ``per_call`` prices (USD per call).
@@ -56,6 +56,33 @@ def cost_micros(
     own ``per_call`` rates do not cover.
     """
     price = price.for_input_tokens(usage.prompt_tokens)
+    rates, cache = price.micro_rates, price.micro_cache_rates
+    if not (rates is None or cache is None or markup_percent or usage.server_tool_uses):
+        # Tokens only, at rates whole in picodollars a token: the same sum in integers, rounded
+        # half up (about a tenth of the instructions of the Decimal one).
+        cache_read = usage.cache_read_tokens or 0
+        cache_write = usage.cache_write_tokens or 0
+        hour_writes = min(_hour_cache_writes(usage), cache_write)
+        picos = (
+            usage.input_tokens * rates[0]
+            + cache_read * cache[0]
+            + (cache_write - hour_writes) * cache[1]
+            + hour_writes * rates[0] * HOUR_CACHE_WRITE_FACTOR
+            + usage.output_tokens * rates[1]
+        )
+        if picos >= 0:
+            micros, rest = divmod(picos, 1_000_000)
+            return micros + 1 if rest >= 500_000 else micros
+    return exact_cost_micros(usage, price, markup_percent, tool_rates)
+
+
+def exact_cost_micros(
+    usage: Usage,
+    price: Price,
+    markup_percent: Decimal = Decimal(0),
+    tool_rates: Mapping[str, int] | None = None,
+) -> int:
+    """``cost_micros`` in exact decimals, for any usage, at ``price`` (its tier chosen)."""
     cache_read = usage.cache_read_tokens or 0
     cache_write = usage.cache_write_tokens or 0
     hour_writes = min(_hour_cache_writes(usage), cache_write)

@@ -250,19 +250,25 @@ async def test_header_injection_is_refused(header: tuple[bytes, bytes]) -> None:
 
 
 def test_response_header_names_are_remembered_up_to_a_bound() -> None:
-    token_name = server_module._token_name
-    token_name.cache_clear()
-    for number in range(600):
-        assert token_name(b"X-Name-%d" % number) == b"x-name-%d" % number
-    assert token_name.cache_info().currsize == 512
-    token_name(b"X-Name-599")
-    assert token_name.cache_info().hits == 1
-    misses = token_name.cache_info().misses
-    for _ in range(2):  # a refused name is not remembered: checked again each time
-        with pytest.raises(RuntimeError, match="invalid response header"):
-            token_name(b"X Four")
-    assert token_name.cache_info().misses == misses + 2
-    token_name.cache_clear()
+    token_name, remembered = server_module._token_name, server_module._TOKEN_NAMES
+    kept = dict(remembered)
+    remembered.clear()
+    try:
+        for number in range(600):
+            assert token_name(b"X-Name-%d" % number) == b"x-name-%d" % number
+        assert len(remembered) == server_module.MAX_TOKEN_NAMES == 512
+        assert remembered[b"X-Name-0"] == b"x-name-0" and b"X-Name-599" not in remembered
+        assert token_name(b"X-Name-599") == b"x-name-599"  # past the bound: checked each time
+        for _ in range(2):  # a refused name is not remembered: checked again each time
+            with pytest.raises(RuntimeError, match="invalid response header"):
+                token_name(b"X Four")
+        assert b"X Four" not in remembered
+        remembered.clear()
+        assert token_name(b"X-Name-599") == b"x-name-599"
+        assert remembered == {b"X-Name-599": b"x-name-599"}
+    finally:
+        remembered.clear()
+        remembered.update(kept)
 
 
 # --- the disconnect extension ------------------------------------------------------------------

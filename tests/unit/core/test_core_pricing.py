@@ -6,11 +6,13 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from orcarouter.canonical import Usage
 from orcarouter.catalog import Catalog, Price
 from orcarouter.catalog.model import PriceTier
-from orcarouter.metering.pricing import Pricer, cost_micros, usd
+from orcarouter.metering.pricing import Pricer, cost_micros, exact_cost_micros, usd
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.store.repositories import utcnow
 from orcarouter.translate.usage import usage_from_anthropic, usage_from_openai
@@ -125,3 +127,48 @@ def test_the_pricer_prices_records_by_served_model_and_day() -> None:
 @pytest.mark.parametrize(("micros", "text"), [(0, "0"), (1, "0.000001"), (2_500_000, "2.5")])
 def test_usd_strings(micros: int, text: str) -> None:
     assert usd(micros) == text
+
+
+# Rates in USD per million tokens from 0 to 1,000, with up to eight decimals: those with more
+# than six are finer than a picodollar a token and take the Decimal path.
+RATES = st.builds(
+    lambda units, places: Decimal(units).scaleb(-places),
+    st.integers(0, 10**11),
+    st.integers(0, 8),
+).filter(lambda rate: rate <= 1000)
+
+
+@given(
+    tokens=st.tuples(*[st.integers(0, 10**7)] * 5),
+    rates=st.tuples(RATES, RATES, st.none() | RATES, st.none() | RATES),
+)
+def test_the_integer_sum_costs_what_the_decimal_one_does(
+    tokens: tuple[int, int, int, int, int],
+    rates: tuple[Decimal, Decimal, Decimal | None, Decimal | None],
+) -> None:
+    fresh, output, read, written, hour = tokens
+    input_rate, output_rate, read_rate, write_rate = rates
+    price = Price(
+        effective_from=date(2025, 1, 1),
+        input=input_rate,
+        output=output_rate,
+        cache_read=read_rate,
+        cache_write=write_rate,
+    )
+    usage = Usage(
+        input_tokens=fresh,
+        output_tokens=output,
+        cache_read_tokens=read or None,
+        cache_write_tokens=written,
+        extra={"anthropic": {"cache_creation": {"ephemeral_1h_input_tokens": hour}}},
+    )
+    assert cost_micros(usage, price) == exact_cost_micros(usage, price)
+
+
+def test_half_a_micro_dollar_rounds_up_in_integers_as_in_decimals() -> None:
+    price = Price(effective_from=date(2025, 1, 1), input=Decimal("0.5"), output=Decimal("1.5"))
+    assert price.micro_rates == (500_000, 1_500_000)  # the integer path
+    for tokens, micros in ((1, 1), (2, 1), (3, 2), (0, 0)):
+        usage = Usage(input_tokens=tokens)
+        assert cost_micros(usage, price) == exact_cost_micros(usage, price) == micros
+    assert cost_micros(Usage(output_tokens=1), price) == 2  # 1.5 rounds up
