@@ -24,6 +24,7 @@ import pytest
 import orcarouter
 from orcarouter import native
 from orcarouter.native import FORMAT, CompiledModules, NativeUnavailable, activate, check
+from tests.support.scripts import load_script
 
 SUFFIX = str(sysconfig.get_config_var("EXT_SUFFIX"))
 
@@ -352,13 +353,7 @@ def test_compiled_dataclasses_are_built_by_compiled_code() -> None:
     # mypyc leaves the methods ``dataclasses`` generates interpreted (a frozen one's __init__
     # took about 11,500 instructions to build one ``Usage``); the build writes each __init__
     # out in the copy it compiles (scripts/dataclass_inits.py), and names those it cannot.
-    spec = importlib.util.spec_from_file_location(
-        "dataclass_inits", native.PACKAGE.parents[1] / "scripts" / "dataclass_inits.py"
-    )
-    assert spec is not None and spec.loader is not None
-    inits = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("dataclass_inits", inits)
-    spec.loader.exec_module(inits)
+    inits = load_script("dataclass_inits")
     sources = {_module_of(source): source.read_text() for source in _compiled_sources()}
     _, notes = inits.written_out(sources)
     left = {note.split(":")[0] for note in notes}

@@ -5,22 +5,17 @@ leave alone, with a note, what it cannot write."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
 import textwrap
 import types
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "scripts" / "dataclass_inits.py"
-_spec = importlib.util.spec_from_file_location("dataclass_inits", SCRIPT)
-assert _spec is not None and _spec.loader is not None
-dataclass_inits = importlib.util.module_from_spec(_spec)
-sys.modules.setdefault("dataclass_inits", dataclass_inits)  # dataclasses look their module up
-_spec.loader.exec_module(dataclass_inits)
+from tests.support.scripts import load_script
+
+dataclass_inits = load_script("dataclass_inits")
 
 HEAD = """\
 from __future__ import annotations
