@@ -27,7 +27,15 @@ WriteBody = Callable[[bytes], "asyncio.Future[None] | None"]
 
 def header_map(scope: Scope) -> dict[str, str]:
     """Request headers by lower-case name (ASGI servers already lower-case them)."""
-    return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    found: dict[str, str] = {}
+    for name, value in scope["headers"]:
+        found[_latin1(name)] = _latin1(value)
+    return found
+
+
+def _latin1(raw: bytes) -> str:
+    # Typed, so that compiled code decodes in C instead of calling ``bytes.decode``.
+    return raw.decode("latin-1")
 
 
 async def read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:

@@ -130,8 +130,12 @@ def usd_text(price: Price | None, needs: RequestNeeds) -> str:
     micros, rest = divmod(total, 1_000_000)
     if rest > 500_000 or (rest == 500_000 and micros & 1):
         micros += 1
-    dollars, fraction = divmod(micros, 1_000_000)
-    return f"${dollars}.{fraction:06d}"
+    # Digits cut rather than ``f"{fraction:06d}"``: a format spec is a method call per figure
+    # in compiled code, ``str`` of an int and slices are not.
+    digits = str(micros)
+    if len(digits) < 7:
+        digits = "0" * (7 - len(digits)) + digits
+    return "$" + digits[:-6] + "." + digits[-6:]
 
 
 @dataclass(slots=True)  # not frozen: made once per candidate, and frozen costs 3x

@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from orcarouter.canonical import Extras, WireName
 
@@ -233,6 +233,14 @@ def residual(original: Mapping[str, Any], rendered: Mapping[str, Any]) -> JsonDi
     Used to keep the unknown or vendor-specific parts of an object as extras, so that
     ``deep_merge(rendered, residual(original, rendered)) == original``.
     """
+    return _residual(
+        original if type(original) is dict else dict(original),
+        rendered if type(rendered) is dict else dict(rendered),
+    )
+
+
+def _residual(original: dict[str, Any], rendered: dict[str, Any]) -> JsonDict:
+    # On dicts (what JSON decodes to), which compiled code reads without generic calls.
     out: JsonDict = {key: ABSENT for key in rendered if key not in original}
     for key, value in original.items():
         if key not in rendered:
@@ -266,4 +274,4 @@ def identical(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
-_SCALARS = frozenset({int, float, str, bool, type(None)})  # JSON's, never a Mapping
+_SCALARS: Final = frozenset({int, float, str, bool, type(None)})  # JSON's, never a Mapping
