@@ -28,7 +28,8 @@ from orcarouter.api.inference import new_request_id
 from orcarouter.canonical import Usage
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.store.database import Transactions, create_engine_for, migrate
-from orcarouter.store.repositories import KeyRepository, WorkspaceRepository, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import KeyRepository, WorkspaceRepository
 from orcarouter.store.wallets import Charge, WalletRepository
 
 WORKSPACE = "ws_default"

@@ -99,6 +99,8 @@ COMPILED = (
     "canonical/stream",
     "routing/routers",
     "api/fanout",
+    "catalog/model",  # prices and model facts read on every request (tiers, price_at, get)
+    "store/ids",  # the request id and the record's time
 )
 GROUP = "orcarouter_native"  # the shared library's name: orcarouter_native__mypyc
 MANIFEST = "manifest.json"

@@ -58,7 +58,8 @@ from orcarouter.state.shared_health import HealthSync
 from orcarouter.store.analytics import UsageAnalytics
 from orcarouter.store.credentials import CredentialRepository
 from orcarouter.store.database import Transactions, create_engine_for
-from orcarouter.store.repositories import KeyRepository, UsageRepository, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import KeyRepository, UsageRepository
 from orcarouter.store.routers import RouterRepository
 from orcarouter.store.wallets import WalletRepository
 from orcarouter.translate.codecs import codecs

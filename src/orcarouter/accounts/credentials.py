@@ -48,7 +48,7 @@ from orcarouter.store.credentials import (
     CredentialRepository,
     CredentialRow,
 )
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from orcarouter.accounts.limits import (
     validate_rate_limit,
 )
 from orcarouter.accounts.roles import KEY_ROLES, at_most
-from orcarouter.store.repositories import KeyRepository, KeyRow, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import KeyRepository, KeyRow
 from orcarouter.store.workspace_keys import WorkspaceKeys
 
 ACTIVE, DISABLED, REVOKED = "active", "disabled", "revoked"

@@ -20,7 +20,8 @@ from datetime import datetime
 from orcarouter.accounts.limits import IPNetwork, LimitError, compile_patterns, parse_network
 from orcarouter.accounts.rate_limits import NO_LIMITS, LimitScope, RateLimits, scopes_of
 from orcarouter.settings import KEY_PREFIX
-from orcarouter.store.repositories import KeyRepository, KeyRow, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import KeyRepository, KeyRow
 
 log = logging.getLogger(__name__)
 

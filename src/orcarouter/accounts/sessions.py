@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from orcarouter.accounts.keys import hash_key, new_id
 from orcarouter.store.accounts import SessionRepository, SessionRow
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 
 SESSION_PREFIX = "sk-sess-"
 TOKEN_PREFIX = "sk-mgmt-"  # noqa: S105 - a prefix, not a secret

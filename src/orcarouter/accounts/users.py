@@ -9,7 +9,7 @@ from orcarouter.accounts.keys import new_id
 from orcarouter.accounts.passwords import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH, Passwords
 from orcarouter.accounts.roles import ADMIN
 from orcarouter.store.accounts import UserRepository, UserRow, WorkspaceRow
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z0-9-]{2,63}$")
 

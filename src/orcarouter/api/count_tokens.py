@@ -30,7 +30,7 @@ from orcarouter.providers.exchange import Passthrough, read_client_request
 from orcarouter.providers.token_estimate import encoding_for, estimate_openai_prompt
 from orcarouter.routing.resolve import Target
 from orcarouter.routing.select import RouteSelector
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 from orcarouter.translate.codecs import TargetOptions
 from orcarouter.translate.common import TranslationError
 from orcarouter.transport.client import UpstreamRequest

@@ -87,7 +87,7 @@ from orcarouter.routing.health import HealthBook, RetryBudget
 from orcarouter.routing.needs import RequestNeeds, needs_of
 from orcarouter.routing.resolve import ModelResolver, Target
 from orcarouter.routing.select import RouteSelector, first_live
-from orcarouter.store.repositories import ordered_id, utcnow
+from orcarouter.store.ids import ordered_id, utcnow
 from orcarouter.translate.codecs import WireCodec
 from orcarouter.translate.common import TranslationError
 from orcarouter.translate.remote_images import (

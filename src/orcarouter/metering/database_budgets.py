@@ -66,7 +66,7 @@ from orcarouter.metering.wallet import (
     Reservation,
 )
 from orcarouter.observability.metrics import Metrics
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 from orcarouter.store.wallets import (
     HOLD_GONE,
     HOLD_OPEN,

@@ -14,7 +14,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orcarouter.store.repositories import as_utc, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import as_utc
 from orcarouter.store.routers import insert_auto_router
 from orcarouter.store.schema import (
     api_keys,

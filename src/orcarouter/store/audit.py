@@ -10,7 +10,8 @@ import orjson
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orcarouter.store.repositories import as_utc, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import as_utc
 from orcarouter.store.schema import audit_log
 
 

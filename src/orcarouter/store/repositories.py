@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,34 +25,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orcarouter.store.database import Transactions
+from orcarouter.store.ids import utcnow
 from orcarouter.store.schema import OPEN_USAGE, api_keys, usage_records, workspaces
 
 # How far before ``since`` a key refresh reads again. Times are taken on the writer's clock
 # before its commit, so with several writers (replicas on PostgreSQL) a change can become
 # visible after a later-stamped one was already read; re-reading a short window catches it.
 CHANGES_LOOKBACK = timedelta(seconds=10)
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
-
-
-def ordered_id(prefix: str) -> str:
-    """A unique id that sorts by creation time: ``prefix``, then 13 hex digits of microseconds
-    since the epoch and 44 random bits (24 hex digits in all, like the other ids).
-
-    For the ids of rows written on every request (usage records, ledger entries): an index on
-    random ids takes each insert to a different page, and on SQLite every page a batch touches
-    is written again at commit. In-process, 60,000 records with their charges: 121 to 132 µs of
-    CPU per record with random ids, 54 to 62 µs with these (commit 38 → 6 µs).
-
-    The random bits only keep ids apart, they guard nothing (every lookup by id checks the
-    caller's workspace): they come from ``random``, which each process seeds from the OS and
-    reseeds after a fork, not from ``secrets``, whose system call per id also hands the GIL to
-    the writer's thread on the request path.
-    """
-    return f"{prefix}{time.time_ns() // 1000:013x}{random.getrandbits(44):011x}"
 
 
 def as_utc(value: datetime | None) -> datetime | None:

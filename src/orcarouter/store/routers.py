@@ -15,7 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orcarouter.store.database import Transactions
-from orcarouter.store.repositories import as_utc, read_version, utcnow, version_query
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import as_utc, read_version, version_query
 from orcarouter.store.schema import routers
 
 AUTO_ROUTER = "auto"

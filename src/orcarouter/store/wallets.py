@@ -35,13 +35,12 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orcarouter.store.database import Transactions
+from orcarouter.store.ids import ordered_id, utcnow
 from orcarouter.store.repositories import (
     BulkUpsert,
     Prepared,
     dialect_insert,
     insert_ignoring_conflicts,
-    ordered_id,
-    utcnow,
 )
 from orcarouter.store.schema import (
     api_keys,

@@ -8,7 +8,8 @@ import orjson
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orcarouter.store.repositories import KeyRow, key_row, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import KeyRow, key_row
 from orcarouter.store.schema import api_keys
 
 _JSON_LISTS = ("model_limits", "allow_ips")

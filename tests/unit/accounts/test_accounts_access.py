@@ -9,7 +9,8 @@ import pytest
 from orcarouter.accounts.access import check_access, ip_allowed, model_allowed, router_access
 from orcarouter.accounts.keys import Principal, principal_of
 from orcarouter.errors import AccessDenied, ModelNotAllowed
-from orcarouter.store.repositories import KeyRow, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import KeyRow
 
 NOW = utcnow()
 BASE = KeyRow(

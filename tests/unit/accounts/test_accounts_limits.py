@@ -17,7 +17,7 @@ from orcarouter.accounts.limits import (
     validate_model_pattern,
 )
 from orcarouter.accounts.roles import KEY_ROLES, Action, allows, at_most
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 
 
 @pytest.mark.parametrize(

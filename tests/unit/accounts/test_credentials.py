@@ -33,7 +33,7 @@ from orcarouter.settings import (
     load_settings,
 )
 from orcarouter.store.credentials import CredentialRow
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 
 SECRET = "sk-workspace-own-SECRET-0123456789abcdef"
 OPERATOR = "sk-operator-SECRET-fedcba9876543210"

@@ -6,7 +6,7 @@ from orcarouter.api.inference import cancelled_usage
 from orcarouter.canonical import Usage
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.routing.needs import needs_of
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 
 PAYLOAD = {"model": "m", "messages": [{"role": "user", "content": "x" * 400}]}
 NEEDS = needs_of(PAYLOAD, 460)

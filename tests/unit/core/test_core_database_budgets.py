@@ -26,7 +26,8 @@ from orcarouter.metering.wallet import (
 )
 from orcarouter.observability.metrics import Metrics
 from orcarouter.store.database import create_engine_for
-from orcarouter.store.repositories import as_utc, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import as_utc
 from orcarouter.store.schema import budget_holds
 from orcarouter.store.wallets import (
     HOLD_GONE,

@@ -6,7 +6,7 @@ import os
 import re
 import time
 
-from orcarouter.store.repositories import ordered_id
+from orcarouter.store.ids import ordered_id
 
 
 def test_ordered_ids_are_unique_and_sort_by_creation() -> None:

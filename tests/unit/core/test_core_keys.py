@@ -22,7 +22,8 @@ from orcarouter.accounts.keys import (
     issue_key,
     new_secret,
 )
-from orcarouter.store.repositories import KeyRepository, KeyRow, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import KeyRepository, KeyRow
 
 if TYPE_CHECKING:
     from tests.unit.core.conftest import Store

@@ -14,7 +14,7 @@ from orcarouter.catalog import Catalog, Price
 from orcarouter.catalog.model import PriceTier
 from orcarouter.metering.pricing import Pricer, cost_micros, exact_cost_micros, usd
 from orcarouter.metering.usage import UsageRecord
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 from orcarouter.translate.usage import usage_from_anthropic, usage_from_openai
 from tests.support.recordings import load_family
 

@@ -23,7 +23,7 @@ from orcarouter.metering.wallet import (
 )
 from orcarouter.observability.metrics import Metrics
 from orcarouter.state.redis import SharedStore
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 from orcarouter.store.wallets import Charge, WalletRepository
 from tests.support.gate import Gate
 from tests.support.services import RedisSpace

@@ -34,6 +34,7 @@ from orcarouter.store.database import (
     Transactions,
     create_engine_for,
 )
+from orcarouter.store.ids import utcnow
 from orcarouter.store.repositories import (
     CHANGES_LOOKBACK,
     BulkUpsert,
@@ -41,7 +42,6 @@ from orcarouter.store.repositories import (
     KeyRow,
     UsageRepository,
     WorkspaceRepository,
-    utcnow,
 )
 from orcarouter.store.routers import RouterExists, RouterRepository, RouterRow, new_router_id
 from orcarouter.store.schema import usage_records

@@ -7,7 +7,7 @@ from typing import Any
 
 from orcarouter.accounts.keys import issue_key
 from orcarouter.metering.usage import UsageRecord
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 from orcarouter.store.wallets import Charge, WalletRepository
 from tests.unit.core.conftest import Store
 

@@ -15,7 +15,8 @@ from orcarouter.accounts.keys import DEFAULT_WORKSPACE
 from orcarouter.routing.table import RouterTable
 from orcarouter.store.accounts import UserRepository, UserRow, WorkspaceRow
 from orcarouter.store.database import create_engine_for, migrate
-from orcarouter.store.repositories import KeyRepository, WorkspaceRepository, utcnow
+from orcarouter.store.ids import utcnow
+from orcarouter.store.repositories import KeyRepository, WorkspaceRepository
 from orcarouter.store.routers import RouterExists, RouterRepository, RouterRow, new_router_id
 
 ADMIN = "sk-orca-provided-admin-0123456789abcdefghijklmnop"

@@ -19,7 +19,7 @@ from orcarouter.api.management.schemas import (
     WorkspaceUpdate,
 )
 from orcarouter.store.accounts import WORKSPACE_LIMITS, LastAdmin, Membership, WorkspaceRow
-from orcarouter.store.repositories import utcnow
+from orcarouter.store.ids import utcnow
 
 router = APIRouter(prefix="/api/workspaces", tags=["workspaces"])
 
