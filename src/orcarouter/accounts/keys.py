@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Final
 
 from orcarouter.accounts.limits import IPNetwork, LimitError, compile_patterns, parse_network
 from orcarouter.accounts.rate_limits import NO_LIMITS, LimitScope, RateLimits, scopes_of
@@ -25,7 +26,7 @@ from orcarouter.store.repositories import KeyRepository, KeyRow
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKSPACE = "ws_default"
+DEFAULT_WORKSPACE: Final = "ws_default"
 
 
 def hash_key(secret: str) -> str:
@@ -48,8 +49,8 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-_NO_ADDRESS = ipaddress.ip_network("::/128")  # the unspecified address: no client has it
-_NOTHING = compile_patterns(())
+_NO_ADDRESS: Final = ipaddress.ip_network("::/128")  # the unspecified address: no client has it
+_NOTHING: Final = compile_patterns(())
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,12 +19,12 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Final, Literal, Protocol
 
-WINDOW_SECONDS = 60.0
-CONCURRENCY_RETRY_AFTER = 1  # a slot frees when some request ends: nothing says when
-EVICT_SCAN = 4  # idle states looked at per admission, so memory follows the active scopes
-_EPSILON = 1e-9  # float refills: a client that waited exactly Retry-After is not refused
+WINDOW_SECONDS: Final = 60.0
+CONCURRENCY_RETRY_AFTER: Final = 1  # a slot frees when some request ends: nothing says when
+EVICT_SCAN: Final = 4  # idle states looked at per admission, so memory follows the active scopes
+_EPSILON: Final = 1e-9  # float refills: a client that waited exactly Retry-After is not refused
 
 ScopeKind = Literal["key", "workspace"]
 Limit = Literal["requests", "tokens", "concurrency"]
@@ -44,7 +44,7 @@ class RateLimits:
         return self.rpm is not None or self.tpm is not None or self.concurrency is not None
 
 
-NO_LIMITS = RateLimits()
+NO_LIMITS: Final = RateLimits()
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,7 +36,7 @@ import secrets
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.accounts.rate_limits import (
     InMemoryRateLimiter,
@@ -53,13 +53,13 @@ from orcarouter.state.redis import SharedStore, SharedStoreUnavailable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_TTL = 900.0 + 60.0  # the longest request (total timeout) and a margin
-DEGRADED = "redis unavailable"
-SETTLEMENT_LOST = "redis unavailable at finish"  # the settlement waits for Redis to return
-MAX_UNSETTLED = 100_000  # settlements kept for Redis' return; older ones wait for lease_ttl
-_LIMITS: tuple[Limit, ...] = ("requests", "tokens", "concurrency")  # the script's 1, 2, 3
+DEFAULT_LEASE_TTL: Final = 900.0 + 60.0  # the longest request (total timeout) and a margin
+DEGRADED: Final = "redis unavailable"
+SETTLEMENT_LOST: Final = "redis unavailable at finish"  # the settlement waits for Redis to return
+MAX_UNSETTLED: Final = 100_000  # settlements kept for Redis' return; older ones wait for lease_ttl
+_LIMITS: Final[tuple[Limit, ...]] = ("requests", "tokens", "concurrency")  # the script's 1, 2, 3
 
-ADMIT_LUA = """
+ADMIT_LUA: Final = """
 -- KEYS: per scope, its buckets (hash) then its leases in flight (sorted set, expiry in ms).
 -- ARGV: tokens, lease id, lease ttl (ms), then per scope rpm, tpm, concurrency ('' = none).
 -- Returns {refusing scope (0: admitted), limit (1 requests, 2 tokens, 3 concurrency),
@@ -183,7 +183,7 @@ local tcap, tlevel = tightest(token_buckets)
 return {refused, refused_limit, retry_after, rcap, rlevel, tcap, tlevel}
 """
 
-FINISH_LUA = """
+FINISH_LUA: Final = """
 -- KEYS: per scope, its buckets then its leases in flight, as for admission.
 -- ARGV: lease id, actual tokens ('' = unknown: the estimate stands), tokens debited at
 --   admission, then per scope its tpm at admission ('' = none: nothing was debited there).

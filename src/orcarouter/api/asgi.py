@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.errors import GatewayError, InvalidRequest, PayloadTooLarge
 
@@ -14,14 +14,14 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 RawHeaders = list[tuple[bytes, bytes]]
 
-DRAIN_LIMIT = 64 * 1024 * 1024
+DRAIN_LIMIT: Final = 64 * 1024 * 1024
 # An ASGI extension the gateway's server offers (``api.server``): a callable that registers a
 # callback for the client going away before the response is complete (None unregisters).
-DISCONNECT_EXTENSION = "orcarouter.on_disconnect"
+DISCONNECT_EXTENSION: Final = "orcarouter.on_disconnect"
 # Another: a callable that writes a part of a started response's body at once, without a task
 # switch or a message; it returns a future while the client's buffer is full (produce no more
 # until it is done), else None.
-WRITE_EXTENSION = "orcarouter.write_body"
+WRITE_EXTENSION: Final = "orcarouter.write_body"
 WriteBody = Callable[[bytes], "asyncio.Future[None] | None"]
 
 

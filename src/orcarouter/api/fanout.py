@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -48,7 +48,7 @@ from orcarouter.translate.usage import usage_to_openai
 from orcarouter.transport.client import UpstreamClient, UpstreamRequest, UpstreamResponse
 from orcarouter.wire.sse import SSESplitter, encode_event
 
-MAX_CHOICES = 16  # requests one call may fan out into
+MAX_CHOICES: Final = 16  # requests one call may fan out into
 
 
 def wanted_choices(payload: dict[str, Any]) -> int:

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -164,9 +164,10 @@ class GatewayContext:
     credentials: CredentialCache | None = None  # workspaces' own provider keys (BYOK)
 
 
-FOREIGN_SIGNATURE_MARK = b'"' + FOREIGN_SIGNATURE_PREFIX.encode()
-MAX_FALLBACK_MODELS = 5
-MAX_ATTEMPTS = 1 + MAX_FALLBACK_MODELS  # a router's ranking is walked no further than a chain
+FOREIGN_SIGNATURE_MARK: Final = b'"' + FOREIGN_SIGNATURE_PREFIX.encode()
+MAX_FALLBACK_MODELS: Final = 5
+# a router's ranking is walked no further than a chain
+MAX_ATTEMPTS: Final = 1 + MAX_FALLBACK_MODELS
 
 
 @dataclass(slots=True)
@@ -767,7 +768,7 @@ def _watch_client(
     return lambda: register(None)
 
 
-_NO_EXTENSIONS: Mapping[str, Any] = {}
+_NO_EXTENSIONS: Final[Mapping[str, Any]] = {}
 
 
 async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], exchange: Exchange) -> None:

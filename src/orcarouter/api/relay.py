@@ -14,7 +14,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -32,8 +32,8 @@ from orcarouter.providers.exchange import ExchangePlan
 from orcarouter.transport.client import UpstreamResponse
 from orcarouter.wire.sse import SSEError, SSESplitter
 
-MAX_ERROR_BODY = 1024 * 1024
-_STREAM_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+MAX_ERROR_BODY: Final = 1024 * 1024
+_STREAM_HEADERS: Final = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
 
 
 @dataclass(slots=True)
@@ -118,7 +118,7 @@ class AttemptFailed(Exception):
         self.retry_after = retry_after
 
 
-RETRYABLE_STATUSES = frozenset({408, 429})
+RETRYABLE_STATUSES: Final = frozenset({408, 429})
 
 
 def is_retryable_status(status: int) -> bool:
@@ -166,7 +166,7 @@ async def relay_error(
     )
 
 
-_THROTTLE_EVENTS = frozenset({"rate_limit_error", "rate_limit_exceeded"})
+_THROTTLE_EVENTS: Final = frozenset({"rate_limit_error", "rate_limit_exceeded"})
 
 
 def _first_event_error(kind: str) -> AttemptFailed:

@@ -43,9 +43,9 @@ from orcarouter.api.asgi import DISCONNECT_EXTENSION, WRITE_EXTENSION
 
 log = logging.getLogger(__name__)
 
-HIGH_WATER = 64 * 1024  # request body bytes buffered before reading pauses
-COALESCE_LIMIT = 64 * 1024  # a body part this small is written in one piece with the head
-MAX_HEAD = 64 * 1024  # request line and headers
+HIGH_WATER: Final = 64 * 1024  # request body bytes buffered before reading pauses
+COALESCE_LIMIT: Final = 64 * 1024  # a body part this small is written in one piece with the head
+MAX_HEAD: Final = 64 * 1024  # request line and headers
 BODY_TIMEOUT = 60.0  # seconds a request body may stall between reads (nginx's default)
 # A connection closed while the client may still be sending reads and drops what comes, so
 # that the client reads the answer instead of a reset (nginx's lingering close): until the client
@@ -62,11 +62,11 @@ def _status_line(code: int) -> bytes:
     return b"HTTP/1.1 %d %s\r\n" % (code, phrase)
 
 
-STATUS_LINES = {code: _status_line(code) for code in range(100, 600)}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_ASGI = {"version": "3.0", "spec_version": "2.3"}
-_ERROR_500 = b"Internal Server Error"
-_TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+STATUS_LINES: Final = {code: _status_line(code) for code in range(100, 600)}
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_ASGI: Final = {"version": "3.0", "spec_version": "2.3"}
+_ERROR_500: Final = b"Internal Server Error"
+_TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
 # Final: compiled code reads them from C statics, not from the module's dict.

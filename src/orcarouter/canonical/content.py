@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 WireName: TypeAlias = Literal["openai", "anthropic", "gemini"]
 Extras: TypeAlias = Mapping[str, Mapping[str, Any]]
 ContentShape: TypeAlias = Literal["string", "blocks", "null"]
 """How a wire wrote a content field: a bare string, a list of blocks, or JSON null."""
 
-ANTHROPIC_THINKING_FORMAT = "anthropic-claude-v1"
+ANTHROPIC_THINKING_FORMAT: Final = "anthropic-claude-v1"
 """``format`` of reasoning produced by Anthropic (OpenRouter's ``reasoning_details`` naming)."""
 
-GEMINI_THINKING_FORMAT = "google-gemini-v1"
+GEMINI_THINKING_FORMAT: Final = "google-gemini-v1"
 """``format`` of reasoning produced by Gemini (OpenRouter's ``reasoning_details`` naming)."""
 
 

@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal
 from importlib import resources
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.catalog.errors import CatalogError
 from orcarouter.catalog.schema import (
@@ -27,10 +27,10 @@ from orcarouter.catalog.schema import (
     parse_overrides,
 )
 
-SHIPPED_CATALOG = "data/catalog.json"
+SHIPPED_CATALOG: Final = "data/catalog.json"
 # What a model without catalog data is assumed to do: pass requests through rather than
 # reject them; an operator entry can say otherwise.
-ASSUMED_CHAT_CAPABILITIES = frozenset({"streaming", "temperature", "tools"})
+ASSUMED_CHAT_CAPABILITIES: Final = frozenset({"streaming", "temperature", "tools"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +306,7 @@ def _new_model(override: ModelOverride) -> ModelInfo:
     return _overridden(base, override)
 
 
-_PLAIN_FIELDS = (
+_PLAIN_FIELDS: Final = (
     "name",
     "kind",
     "family",

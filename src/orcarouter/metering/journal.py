@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import orjson
 
@@ -41,10 +41,10 @@ from orcarouter.metering.usage import UsageRecord
 log = logging.getLogger(__name__)
 
 FsyncMode = Literal["interval", "never"]
-SUFFIX = ".journal"
-SEGMENT_BYTES = 8 << 20  # rotate past 8 MiB
-_NEWLINE = orjson.OPT_APPEND_NEWLINE
-_OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
+SUFFIX: Final = ".journal"
+SEGMENT_BYTES: Final = 8 << 20  # rotate past 8 MiB
+_NEWLINE: Final = orjson.OPT_APPEND_NEWLINE
+_OPEN_FLAGS: Final = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC
 
 Position = tuple[int, int]  # (segment number, byte offset) in this process's journal
 

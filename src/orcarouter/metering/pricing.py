@@ -14,27 +14,28 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Final
 
 from orcarouter.canonical import Usage
 from orcarouter.catalog import Catalog, Price
 from orcarouter.metering.usage import UsageRecord
 
-_MICROS = Decimal(1_000_000)
-DEFAULT_MAX_OUTPUT = 4096  # a model with no output limit in the catalog, for reservations
+_MICROS: Final = Decimal(1_000_000)
+DEFAULT_MAX_OUTPUT: Final = 4096  # a model with no output limit in the catalog, for reservations
 # The prompt estimate (``routing.needs``, bytes / 4) is a guess; a hold takes twice it, so
 # that text a tokenizer splits finely (code, most non-English) is still covered.
-PROMPT_HOLD_FACTOR = 2
+PROMPT_HOLD_FACTOR: Final = 2
 
 # Anthropic bills 1-hour cache writes at twice the input rate (5-minute writes at the
 # catalog's cache-write rate, 1.25x): https://docs.claude.com/en/docs/build-with-claude/prompt-caching#pricing
-HOUR_CACHE_WRITE_FACTOR = 2
+HOUR_CACHE_WRITE_FACTOR: Final = 2
 
 # Server-tool usage counters (canonical ``Usage.server_tool_uses``) -> the per-call rate name
 # an operator may set in a model's ``per_call`` prices (USD per call).
-_PER_CALL_NAMES: Mapping[str, str] = {"web_search_requests": "web_search"}
+_PER_CALL_NAMES: Final[Mapping[str, str]] = {"web_search_requests": "web_search"}
 
 # List prices per call in micro-dollars, by upstream protocol, when the catalog has none.
-SERVER_TOOL_MICROS: Mapping[str, Mapping[str, int]] = {
+SERVER_TOOL_MICROS: Final[Mapping[str, Mapping[str, int]]] = {
     # $10 per 1,000 searches: https://docs.claude.com/en/docs/agents-and-tools/tool-use/web-search-tool
     "anthropic": {"web_search_requests": 10_000},
     # $10 per 1,000 calls: https://platform.openai.com/docs/pricing (built-in tools)
@@ -116,7 +117,7 @@ def _hour_cache_writes(usage: Usage) -> int:
     return value if isinstance(value, int) and value > 0 else 0
 
 
-MAX_MOVEMENT_MICROS = 10**15  # one billion dollars in one top-up or adjustment
+MAX_MOVEMENT_MICROS: Final = 10**15  # one billion dollars in one top-up or adjustment
 
 
 def parse_usd(text: str) -> int:

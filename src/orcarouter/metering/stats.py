@@ -33,19 +33,20 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Final
 
 from orcarouter.metering.usage import UsageRecord
 
-UPTIME_HOURS = 24
-_MINUTES = UPTIME_HOURS * 60
-_EXACT_BELOW_MS = 64  # histogram bins are 1 ms wide below this
-_RATIO = 1.05  # then each bin is 5% wider than the last
-_LOG_RATIO = math.log(_RATIO)
-_LONGEST_MS = 3_600_000  # slower requests count in the last bin
-MAX_BINS = _EXACT_BELOW_MS + int(math.log(_LONGEST_MS / _EXACT_BELOW_MS) / _LOG_RATIO) + 1
+UPTIME_HOURS: Final = 24
+_MINUTES: Final = UPTIME_HOURS * 60
+_EXACT_BELOW_MS: Final = 64  # histogram bins are 1 ms wide below this
+_RATIO: Final = 1.05  # then each bin is 5% wider than the last
+_LOG_RATIO: Final = math.log(_RATIO)
+_LONGEST_MS: Final = 3_600_000  # slower requests count in the last bin
+MAX_BINS: Final = _EXACT_BELOW_MS + int(math.log(_LONGEST_MS / _EXACT_BELOW_MS) / _LOG_RATIO) + 1
 # Error types that mean the upstream (not the client) failed, whatever the HTTP status: the
 # gateway's own transport errors and the vendors' server-side error events.
-SERVER_ERROR_TYPES = frozenset(
+SERVER_ERROR_TYPES: Final = frozenset(
     {
         "upstream_timeout",
         "upstream_unreachable",
@@ -57,7 +58,7 @@ SERVER_ERROR_TYPES = frozenset(
         "service_unavailable",
     }
 )
-_THROTTLE_TYPES = frozenset({"rate_limit_error", "rate_limit_exceeded"})
+_THROTTLE_TYPES: Final = frozenset({"rate_limit_error", "rate_limit_exceeded"})
 
 
 class Outcome(enum.Enum):

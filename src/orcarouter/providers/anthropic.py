@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -20,9 +20,9 @@ from orcarouter.translate.common import optional_int
 from orcarouter.translate.usage import usage_from_anthropic
 from orcarouter.wire.sse import SSEEvent, json_data_line, parse_event
 
-DEFAULT_VERSION = "2023-06-01"
-_FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
-_COUNTERS = {
+DEFAULT_VERSION: Final = "2023-06-01"
+_FORWARDED_HEADERS: Final = ("anthropic-version", "anthropic-beta")
+_COUNTERS: Final = {
     "input_tokens": "input_tokens",
     "output_tokens": "output_tokens",
     "cache_read_input_tokens": "cache_read_tokens",
@@ -59,8 +59,10 @@ def merge_anthropic_usage(previous: Usage | None, raw: Any) -> Usage | None:
     return replace(previous, **changes)
 
 
-DELTA_OVERHEAD_BYTES = 70  # {"type":"content_block_delta","index":0,"delta":{…}} without text
-_DELTA_EVENT = b"event: content_block_delta\ndata: {"
+DELTA_OVERHEAD_BYTES: Final = (
+    70  # {"type":"content_block_delta","index":0,"delta":{…}} without text
+)
+_DELTA_EVENT: Final = b"event: content_block_delta\ndata: {"
 
 
 class AnthropicStreamObserver(ObservedStream):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -90,7 +90,7 @@ def untranslatable(exc: TranslationError, model: str, protocol: str) -> InvalidR
 
 # What reading a client's request raises when the request has a shape its protocol does not
 # allow somewhere the typed checks do not look (a message that is not an object, say).
-_MISREAD = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+_MISREAD: Final = (TypeError, ValueError, AttributeError, KeyError, IndexError)
 
 
 def read_client_request(codec: WireCodec, payload: Mapping[str, Any]) -> Request:

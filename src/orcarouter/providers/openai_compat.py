@@ -8,7 +8,7 @@ https://platform.openai.com/docs/api-reference/chat/create#chat-create-stream_op
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -26,9 +26,9 @@ def client_wants_usage(payload: Mapping[str, Any]) -> bool:
 
 
 _DELTA = '"choices":[{'  # a chunk with at least one choice, as the vendors write it
-_USAGE = '"usage"'
-_NO_USAGE = '"usage":null'
-_ERROR = '"error"'
+_USAGE: Final = '"usage"'
+_NO_USAGE: Final = '"usage":null'
+_ERROR: Final = '"error"'
 
 
 class OpenAIStreamObserver(ObservedStream):

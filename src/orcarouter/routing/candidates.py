@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from operator import attrgetter
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 from orcarouter.catalog import ModelInfo
 from orcarouter.routing.needs import RequestNeeds
@@ -39,7 +39,7 @@ class Candidate:
         return self.target.model_id
 
 
-BY_MODEL_ID: Callable[[Candidate], str] = attrgetter("target.model_id")  # a sort key, in C
+BY_MODEL_ID: Final[Callable[[Candidate], str]] = attrgetter("target.model_id")  # a sort key, in C
 
 
 @dataclass(slots=True)  # not frozen: made for each model left out, and frozen triples the cost
@@ -208,4 +208,5 @@ def _matches(access: re.Pattern[str]) -> Callable[[str], bool]:
     return lambda model_id: access.fullmatch(model_id) is not None
 
 
-_BY_EXCLUDED_ID: Callable[[Exclusion], str] = attrgetter("model_id")  # pool order, by its sort
+# pool order, by its sort
+_BY_EXCLUDED_ID: Final[Callable[[Exclusion], str]] = attrgetter("model_id")

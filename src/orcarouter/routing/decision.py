@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import orjson
 
 from orcarouter.routing.candidates import Candidate, Exclusion
 from orcarouter.routing.strategies import Ranking
 
-MAX_RECORDED = 25  # candidates and exclusions each kept in the record; the rest are counted
+MAX_RECORDED: Final = 25  # candidates and exclusions each kept in the record; the rest are counted
 
 
 @dataclass(frozen=True, slots=True)

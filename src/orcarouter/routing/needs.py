@@ -12,14 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
-BYTES_PER_TOKEN = 4
-TOKENS_PER_IMAGE = 1_600  # about what a full-size image costs on the large vendors
-DEFAULT_OUTPUT_TOKENS = 1_000  # expected output when the request sets no max_tokens
+BYTES_PER_TOKEN: Final = 4
+TOKENS_PER_IMAGE: Final = 1_600  # about what a full-size image costs on the large vendors
+DEFAULT_OUTPUT_TOKENS: Final = 1_000  # expected output when the request sets no max_tokens
 
-_IMAGE_BLOCKS = frozenset({"image_url", "image", "input_image"})
-_DOCUMENT_BLOCKS = frozenset({"document", "file", "input_file"})
+_IMAGE_BLOCKS: Final = frozenset({"image_url", "image", "input_image"})
+_DOCUMENT_BLOCKS: Final = frozenset({"document", "file", "input_file"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Final
 
 from orcarouter.errors import ModelNotFound
 from orcarouter.settings import Provider
@@ -29,7 +30,7 @@ class Target:
         object.__setattr__(self, "model_id", f"{self.provider.id}/{self.upstream_model}")
 
 
-MAX_REMEMBERED = 4096
+MAX_REMEMBERED: Final = 4096
 
 
 class ModelResolver:

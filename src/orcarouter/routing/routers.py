@@ -16,20 +16,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
-from typing import Literal, Protocol, get_args
+from typing import Final, Literal, Protocol, get_args
 
-ROUTER_PREFIX = "orcarouter/"
-AUTO_ROUTER = "auto"
-RESERVED_NAMES = frozenset({"orcarouter"})
+ROUTER_PREFIX: Final = "orcarouter/"
+AUTO_ROUTER: Final = "auto"
+RESERVED_NAMES: Final = frozenset({"orcarouter"})
 Strategy = Literal["cheapest", "quality", "balanced", "fastest", "priority", "weighted"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-DEFAULT_STRATEGY: Strategy = "balanced"  # the hosted default for routers users create
-DEFAULT_QUALITY_BAR = 60
-MAX_PATTERNS = 100
-MAX_ENTRIES = 100
+STRATEGIES: Final[tuple[str, ...]] = get_args(Strategy)
+DEFAULT_STRATEGY: Final[Strategy] = "balanced"  # the hosted default for routers users create
+DEFAULT_QUALITY_BAR: Final = 60
+MAX_PATTERNS: Final = 100
+MAX_ENTRIES: Final = 100
 
-_NAME = re.compile(r"^[a-z0-9_-]{1,50}$")
-_MODEL_PATTERN = re.compile(r"^[A-Za-z0-9._:/@+\-*]{1,200}$")
+_NAME: Final = re.compile(r"^[a-z0-9_-]{1,50}$")
+_MODEL_PATTERN: Final = re.compile(r"^[A-Za-z0-9._:/@+\-*]{1,200}$")
 
 
 class RouterError(ValueError):

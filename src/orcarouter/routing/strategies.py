@@ -38,15 +38,15 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Protocol, overload
+from typing import Any, Final, Protocol, overload
 
 from orcarouter.catalog import ModelInfo, Price
 from orcarouter.routing.candidates import BY_MODEL_ID, Candidate
 from orcarouter.routing.needs import RequestNeeds
 from orcarouter.routing.routers import RouterSpec, glob_matches
 
-MILLION = Decimal(1_000_000)
-MICRO = Decimal("0.000001")
+MILLION: Final = Decimal(1_000_000)
+MICRO: Final = Decimal("0.000001")
 
 
 class LatencyFigures(Protocol):
@@ -451,7 +451,7 @@ def weighted(candidates: Sequence[Candidate], ctx: StrategyInput) -> Ranking:
     return Ranking.of([Ranked(c, "weight {}", (w,)) for w, c in weighed])
 
 
-STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
+STRATEGIES: Final[Mapping[str, Strategy]] = MappingProxyType(
     {
         "cheapest": cheapest,
         "quality": quality,

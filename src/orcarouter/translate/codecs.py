@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -259,9 +259,9 @@ class _AnthropicDecoder:
         return []
 
 
-_RAW_TEXT_HEAD = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
-_RAW_TEXT_MID = b',"delta":{"type":"text_delta","text":'
-_INDEX_AT = len(_RAW_TEXT_HEAD)
+_RAW_TEXT_HEAD: Final = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":'
+_RAW_TEXT_MID: Final = b',"delta":{"type":"text_delta","text":'
+_INDEX_AT: Final = len(_RAW_TEXT_HEAD)
 
 
 class _AnthropicEncoder:
@@ -282,7 +282,7 @@ class _AnthropicEncoder:
         return _TEXT_DELTA % sent + orjson.dumps(text) + b"}}\n\n" if text else b""
 
 
-_TEXT_DELTA = (
+_TEXT_DELTA: Final = (
     b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
     b'"delta":{"type":"text_delta","text":'
 )

@@ -98,7 +98,7 @@ class _Absent:
         return "ABSENT"
 
 
-ABSENT: Any = _Absent()
+ABSENT: Final[Any] = _Absent()
 
 
 def deep_merge(base: JsonDict, overlay: Mapping[str, Any]) -> JsonDict:
@@ -125,7 +125,9 @@ def with_extras(body: JsonDict, extras: Extras, wire: WireName) -> JsonDict:
     return deep_merge(body, extra) if extra else body
 
 
-_DATA_URL = re.compile(r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)$", re.DOTALL)
+_DATA_URL: Final = re.compile(
+    r"^data:(?P<mime>[^;,]*)(?P<params>(?:;[^;,]*)*),(?P<data>.*)$", re.DOTALL
+)
 
 
 def parse_data_url(url: str) -> tuple[str, str] | None:
@@ -161,7 +163,7 @@ def dump_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-_TOOL_ID_INVALID = re.compile(r"[^A-Za-z0-9_-]")
+_TOOL_ID_INVALID: Final = re.compile(r"[^A-Za-z0-9_-]")
 
 
 def sanitize_tool_id(tool_id: str) -> str:

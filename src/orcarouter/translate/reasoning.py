@@ -6,12 +6,14 @@ https://platform.claude.com/docs/en/build-with-claude/extended-thinking
 
 from __future__ import annotations
 
+from typing import Final
+
 from orcarouter.translate.common import TranslationError
 
-MIN_THINKING_BUDGET = 1024
+MIN_THINKING_BUDGET: Final = 1024
 """Anthropic rejects ``budget_tokens`` below 1024."""
 
-EFFORT_TO_BUDGET: dict[str, int] = {
+EFFORT_TO_BUDGET: Final[dict[str, int]] = {
     "minimal": 1024,
     "low": 1024,
     "medium": 2048,
@@ -20,10 +22,10 @@ EFFORT_TO_BUDGET: dict[str, int] = {
     "max": 16384,
 }
 
-ADAPTIVE_EFFORTS = ("low", "medium", "high", "xhigh", "max")
+ADAPTIVE_EFFORTS: Final = ("low", "medium", "high", "xhigh", "max")
 """Values Anthropic's ``output_config.effort`` accepts."""
 
-THINKING_MIN_TOP_P = 0.95
+THINKING_MIN_TOP_P: Final = 0.95
 """With thinking on, Anthropic accepts ``top_p`` only in [0.95, 1]."""
 
 

@@ -19,7 +19,9 @@ signature the wire's own vendor issued is shown unchanged.
 
 from __future__ import annotations
 
-FOREIGN_SIGNATURE_PREFIX = "orcarouter:"
+from typing import Final
+
+FOREIGN_SIGNATURE_PREFIX: Final = "orcarouter:"
 """Marks a signature shown to a client of a wire whose vendor did not issue it."""
 
 

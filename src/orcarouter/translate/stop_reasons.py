@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from orcarouter.canonical import StopReason
 
-_FROM_OPENAI: dict[str, StopReason] = {
+_FROM_OPENAI: Final[dict[str, StopReason]] = {
     "stop": StopReason.END_TURN,
     "length": StopReason.MAX_TOKENS,
     "tool_calls": StopReason.TOOL_USE,
@@ -12,7 +14,7 @@ _FROM_OPENAI: dict[str, StopReason] = {
     "content_filter": StopReason.CONTENT_FILTER,
 }
 
-_TO_OPENAI: dict[StopReason, str] = {
+_TO_OPENAI: Final[dict[StopReason, str]] = {
     StopReason.END_TURN: "stop",
     StopReason.STOP_SEQUENCE: "stop",
     StopReason.MAX_TOKENS: "length",
@@ -25,7 +27,7 @@ _TO_OPENAI: dict[StopReason, str] = {
     StopReason.ERROR: "stop",
 }
 
-_FROM_ANTHROPIC: dict[str, StopReason] = {
+_FROM_ANTHROPIC: Final[dict[str, StopReason]] = {
     "end_turn": StopReason.END_TURN,
     "stop_sequence": StopReason.STOP_SEQUENCE,
     "max_tokens": StopReason.MAX_TOKENS,
@@ -35,7 +37,7 @@ _FROM_ANTHROPIC: dict[str, StopReason] = {
     "model_context_window_exceeded": StopReason.CONTEXT_WINDOW_EXCEEDED,
 }
 
-_TO_ANTHROPIC: dict[StopReason, str] = {
+_TO_ANTHROPIC: Final[dict[StopReason, str]] = {
     StopReason.END_TURN: "end_turn",
     StopReason.STOP_SEQUENCE: "stop_sequence",
     StopReason.MAX_TOKENS: "max_tokens",
@@ -47,7 +49,7 @@ _TO_ANTHROPIC: dict[StopReason, str] = {
     StopReason.ERROR: "end_turn",
 }
 
-_GEMINI_FILTERED = frozenset(
+_GEMINI_FILTERED: Final = frozenset(
     {
         "SAFETY",
         "RECITATION",

@@ -24,7 +24,7 @@ import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar, cast, overload
+from typing import Final, TypeVar, cast, overload
 from urllib.parse import quote, urlsplit
 
 import httptools
@@ -39,13 +39,13 @@ from orcarouter.errors import (
 from orcarouter.settings import TimeoutsConfig
 from orcarouter.transport.chunks import body_chunks
 
-MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-HIGH_WATER = 256 * 1024  # buffered unread body bytes above which the socket stops being read
-_SLACK = 0.002  # timers may fire this early (uvloop counts milliseconds)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-_NEEDS_QUOTING = re.compile(r"[^\x21-\x7e]")
-_TARGET_SAFE = "/?&=%:@!$'()*+,;~-._"
-_OWN_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "accept-encoding"})
+MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+HIGH_WATER: Final = 256 * 1024  # buffered unread body bytes above which the socket stops being read
+_SLACK: Final = 0.002  # timers may fire this early (uvloop counts milliseconds)
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_NEEDS_QUOTING: Final = re.compile(r"[^\x21-\x7e]")
+_TARGET_SAFE: Final = "/?&=%:@!$'()*+,;~-._"
+_OWN_HEADERS: Final = frozenset({"host", "content-length", "transfer-encoding", "accept-encoding"})
 _D = TypeVar("_D")
 _Key = tuple[str, str, int]
 # Takes body bytes as they are read; returns a future while its consumer can take no more (the

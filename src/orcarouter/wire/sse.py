@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 # An event ends at a blank line; the spec allows \n, \r\n and \r line endings, mixed. A lone
 # \r may still be the start of \r\n, so it ends an event only once the next byte is known.
-_EVENT_END = re.compile(
+_EVENT_END: Final = re.compile(
     rb"\r\n\r\n|\n\n|\r\r(?!\n)|\r\n\n|\n\r\n|\r\n\r(?=[^\n])|\n\r(?=[^\n])|\r\r\n"
 )
 # Only CR and LF end lines: str.splitlines would also split on U+2028 and friends inside JSON.
-_LINE_END = re.compile(r"\r\n|\r|\n")
-_CR = ord("\r")  # ``_CR in data`` looks for one byte, several times faster than ``b"\r" in data``
+_LINE_END: Final = re.compile(r"\r\n|\r|\n")
+# ``_CR in data`` looks for one byte, several times faster than ``b"\r" in data``
+_CR: Final = ord("\r")
 
 
 class SSEError(ValueError):

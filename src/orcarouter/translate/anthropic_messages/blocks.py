@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     ANTHROPIC_THINKING_FORMAT,
@@ -45,7 +45,7 @@ from orcarouter.translate.common import (
 )
 from orcarouter.translate.signatures import client_signature, unwrap_signature
 
-ANTHROPIC_CITATION_KINDS = frozenset(
+ANTHROPIC_CITATION_KINDS: Final = frozenset(
     {
         "char_location",
         "page_location",

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 from orcarouter.canonical import FunctionTool, Tool, ToolChoice, WebSearchTool
 from orcarouter.translate.common import JsonDict, Policy, with_extras
 
-DEFAULT_WEB_SEARCH = "web_search_20250305"
+DEFAULT_WEB_SEARCH: Final = "web_search_20250305"
 # OpenAI search_context_size → Anthropic max_uses (LiteLLM ANTHROPIC_WEB_SEARCH_TOOL_MAX_USES).
-CONTEXT_SIZE_TO_MAX_USES = {"low": 1, "medium": 5, "high": 10}
-_CHOICE_TYPES = {"auto": "auto", "required": "any", "none": "none", "tool": "tool"}
+CONTEXT_SIZE_TO_MAX_USES: Final = {"low": 1, "medium": 5, "high": 10}
+_CHOICE_TYPES: Final = {"auto": "auto", "required": "any", "none": "none", "tool": "tool"}
 
 
 def render_tools(tools: Sequence[Tool], policy: Policy, *, foreign: bool) -> list[JsonDict]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     FunctionTool,
@@ -42,7 +42,7 @@ from orcarouter.translate.common import (
     split_known,
 )
 
-_KNOWN = (
+_KNOWN: Final = (
     "model",
     "messages",
     "system",
@@ -58,8 +58,8 @@ _KNOWN = (
     "output_config",
     "metadata",
 )
-_CHOICE_MODES = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}
-JSON_OBJECT_INSTRUCTION = (
+_CHOICE_MODES: Final = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}
+JSON_OBJECT_INSTRUCTION: Final = (
     "Respond with exactly one valid JSON object and nothing else: no prose before or after it,"
     " no Markdown code fences."
 )

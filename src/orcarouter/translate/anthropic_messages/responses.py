@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from itertools import pairwise
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import Block, Choice, Citation, Response, Text, Usage
 from orcarouter.translate.anthropic_messages.blocks import BlockRenderer, block_from_anthropic
@@ -13,7 +13,7 @@ from orcarouter.translate.common import JsonDict, Policy, extras_for, split_know
 from orcarouter.translate.stop_reasons import stop_from_anthropic, stop_to_anthropic
 from orcarouter.translate.usage import usage_from_anthropic, usage_to_anthropic
 
-_KNOWN = ("id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage")
+_KNOWN: Final = ("id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage")
 
 
 def response_to_canonical(body: Mapping[str, Any]) -> Response:

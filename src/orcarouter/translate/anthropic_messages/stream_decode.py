@@ -9,7 +9,7 @@ with a block never closed (SDK fixture ``incomplete_partial_json_response.txt``)
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     BlockDelta,
@@ -36,7 +36,16 @@ from orcarouter.translate.common import JsonDict
 from orcarouter.translate.stop_reasons import stop_from_anthropic
 from orcarouter.translate.usage import usage_from_anthropic
 
-_MESSAGE_KEYS = ("id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage")
+_MESSAGE_KEYS: Final = (
+    "id",
+    "type",
+    "role",
+    "model",
+    "content",
+    "stop_reason",
+    "stop_sequence",
+    "usage",
+)
 
 
 class AnthropicEventDecoder:

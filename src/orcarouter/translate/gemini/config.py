@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from orcarouter.canonical import Reasoning, Request, ResponseFormat, Sampling
 from orcarouter.translate.common import (
@@ -28,11 +28,11 @@ from orcarouter.translate.reasoning import EFFORT_TO_BUDGET, effort_for_budget
 ThinkingStyle: TypeAlias = Literal["budget", "level"]
 
 # 512 is the smallest budget every 2.5 model takes (Flash-Lite: 0 or 512-24576; Pro: 128 or more).
-GEMINI_EFFORT_TO_BUDGET = {**EFFORT_TO_BUDGET, "minimal": 512}
-_LEVELS = {"minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH"}
-MAX_STOP_SEQUENCES = 5
+GEMINI_EFFORT_TO_BUDGET: Final = {**EFFORT_TO_BUDGET, "minimal": 512}
+_LEVELS: Final = {"minimal": "MINIMAL", "low": "LOW", "medium": "MEDIUM", "high": "HIGH"}
+MAX_STOP_SEQUENCES: Final = 5
 """Gemini takes at most five stop sequences (https://ai.google.dev/api/generate-content)."""
-JSON_MIME = "application/json"
+JSON_MIME: Final = "application/json"
 
 
 @dataclass(frozen=True, slots=True)

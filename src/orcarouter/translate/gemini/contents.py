@@ -20,17 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import Block, Message, Text, ToolResult
 from orcarouter.translate.common import ABSENT, JsonDict, Policy, extras_for, with_extras
 from orcarouter.translate.gemini.fields import DUMMY_SIGNATURE, get
 from orcarouter.translate.gemini.parts import CallIds, PartWriter, part_to_blocks
 
-LATE_SYSTEM_TEMPLATE = "<system>\n{}\n</system>"
-MEDIA_ONLY_TEXT = " "
-EMPTY_CONTENTS_TEXT = "."
-_MEDIA_KEYS = frozenset({"inlineData", "fileData"})
+LATE_SYSTEM_TEMPLATE: Final = "<system>\n{}\n</system>"
+MEDIA_ONLY_TEXT: Final = " "
+EMPTY_CONTENTS_TEXT: Final = "."
+_MEDIA_KEYS: Final = frozenset({"inlineData", "fileData"})
 
 
 def messages_to_canonical(body: Mapping[str, Any], ids: CallIds) -> list[Message]:

@@ -7,7 +7,7 @@ recordings hold both, e.g. ``parameters_json_schema``), so readers try both spel
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import GEMINI_THINKING_FORMAT
 from orcarouter.translate import signatures
@@ -27,7 +27,7 @@ __all__ = [
     "wrap_signature",
 ]
 
-DUMMY_SIGNATURE = "c2tpcF90aG91Z2h0X3NpZ25hdHVyZV92YWxpZGF0b3I="
+DUMMY_SIGNATURE: Final = "c2tpcF90aG91Z2h0X3NpZ25hdHVyZV92YWxpZGF0b3I="
 """base64 of ``skip_thought_signature_validator``: the documented stand-in for history that
 has no Gemini signature (https://ai.google.dev/gemini-api/docs/thought-signatures)."""
 
@@ -64,7 +64,7 @@ def standard_base64(data: str) -> str:
     return cleaned + "=" * (-len(cleaned) % 4)
 
 
-ERROR_TYPES = {
+ERROR_TYPES: Final = {
     "INVALID_ARGUMENT": "invalid_request_error",
     "FAILED_PRECONDITION": "invalid_request_error",
     "UNAUTHENTICATED": "authentication_error",
@@ -80,7 +80,7 @@ ERROR_TYPES = {
 https://ai.google.dev/gemini-api/docs/troubleshooting#error-codes
 """
 
-ERROR_STATUSES = {
+ERROR_STATUSES: Final = {
     "invalid_request_error": (400, "INVALID_ARGUMENT"),
     "authentication_error": (401, "UNAUTHENTICATED"),
     "permission_error": (403, "PERMISSION_DENIED"),

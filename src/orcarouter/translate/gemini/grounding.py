@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import Block, Citation, Text
 from orcarouter.translate.common import JsonDict, optional_int
 from orcarouter.translate.gemini.fields import get, mapping
 
-GROUNDING = "gemini_grounding"
+GROUNDING: Final = "gemini_grounding"
 """``Citation.kind`` of citations parsed from Gemini grounding."""
-_SOURCES = ("web", "retrievedContext", "maps")
+_SOURCES: Final = ("web", "retrievedContext", "maps")
 
 
 def citation_spans(metadata: Mapping[str, Any], text: str) -> list[Citation]:

@@ -17,7 +17,7 @@ import json
 import mimetypes
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     Audio,
@@ -53,8 +53,13 @@ from orcarouter.translate.gemini.fields import (
     wrap_signature,
 )
 
-FILES_API = "https://generativelanguage.googleapis.com/"
-_AUDIO_FORMATS = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/wav": "wav", "audio/x-wav": "wav"}
+FILES_API: Final = "https://generativelanguage.googleapis.com/"
+_AUDIO_FORMATS: Final = {
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+}
 
 
 @dataclass(slots=True)

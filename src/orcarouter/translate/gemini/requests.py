@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import Request, ToolUse
 from orcarouter.translate.common import (
@@ -34,10 +34,10 @@ from orcarouter.translate.gemini.tools import (
     tools_to_canonical,
 )
 
-REQUEST_CALL_PREFIX = "call_"
+REQUEST_CALL_PREFIX: Final = "call_"
 """Ids given to history function calls that carry none: position-based, so stable per turn."""
-_SHAPE_CHANGING = ("modalities", "audio", "prediction")
-_SAFETY_KEYS = ("safetySettings", "safety_settings")
+_SHAPE_CHANGING: Final = ("modalities", "audio", "prediction")
+_SAFETY_KEYS: Final = ("safetySettings", "safety_settings")
 """Client keys passed to Gemini as ``safetySettings`` (https://ai.google.dev/api/generate-content#SafetySetting)."""
 
 

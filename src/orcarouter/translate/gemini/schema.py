@@ -9,11 +9,11 @@ https://ai.google.dev/api/caching#Schema
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.translate.common import JsonDict
 
-_COPIED = (
+_COPIED: Final = (
     "description",
     "nullable",
     "maxItems",
@@ -27,12 +27,12 @@ _COPIED = (
     "maximum",
     "propertyOrdering",
 )
-_FORMATS = {
+_FORMATS: Final = {
     "string": frozenset({"enum", "date-time"}),
     "integer": frozenset({"int32", "int64"}),
     "number": frozenset({"float", "double"}),
 }
-_MAX_DEPTH = 32
+_MAX_DEPTH: Final = 32
 
 
 def sanitize_schema(schema: Mapping[str, Any]) -> JsonDict:

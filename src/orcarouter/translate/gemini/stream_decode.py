@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     Block,
@@ -43,7 +43,7 @@ from orcarouter.translate.gemini.responses import call_ids_for
 from orcarouter.translate.stop_reasons import stop_from_gemini, stop_from_gemini_prompt
 from orcarouter.translate.usage import usage_from_gemini
 
-MAX_CITED_TEXT = 1 << 20
+MAX_CITED_TEXT: Final = 1 << 20
 """Answer text kept to turn grounding byte offsets into characters; beyond it, no citations."""
 
 

@@ -10,6 +10,7 @@ with an ``error`` object (https://ai.google.dev/gemini-api/docs/troubleshooting)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
 from orcarouter.canonical import (
     Block,
@@ -42,7 +43,7 @@ from orcarouter.translate.gemini.parts import PartWriter, signature_for
 from orcarouter.translate.stop_reasons import stop_to_gemini
 from orcarouter.translate.usage import usage_to_gemini
 
-MAX_CITED_TEXT = 1 << 20
+MAX_CITED_TEXT: Final = 1 << 20
 """Text kept per cited block to compute grounding byte offsets; beyond it, no citations."""
 
 

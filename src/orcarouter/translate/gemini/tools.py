@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import FunctionTool, OpaqueTool, Tool, ToolChoice, WebSearchTool
 from orcarouter.canonical.conversation import ToolChoiceMode
@@ -18,7 +18,7 @@ from orcarouter.translate.common import JsonDict, Policy, extras_for, residual, 
 from orcarouter.translate.gemini.fields import get, mapping
 from orcarouter.translate.gemini.schema import sanitize_schema, schema_to_json
 
-_MODES: dict[str, ToolChoiceMode] = {
+_MODES: Final[dict[str, ToolChoiceMode]] = {
     "AUTO": "auto",
     "NONE": "none",
     "ANY": "required",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     Block,
@@ -39,10 +39,16 @@ from orcarouter.translate.openai_chat.parts import (
     tool_call_to_block,
 )
 
-_MESSAGE_KEYS = ("role", "content", "name")
-REFUSAL_FIELD_MARK = "_refusal_field"
+_MESSAGE_KEYS: Final = ("role", "content", "name")
+REFUSAL_FIELD_MARK: Final = "_refusal_field"
 """Marks a refusal that came from the message's ``refusal`` field, not from a content part."""
-_ASSISTANT_KEYS = (*_MESSAGE_KEYS, "tool_calls", "refusal", *REASONING_TEXT_KEYS, REASONING_DETAILS)
+_ASSISTANT_KEYS: Final = (
+    *_MESSAGE_KEYS,
+    "tool_calls",
+    "refusal",
+    *REASONING_TEXT_KEYS,
+    REASONING_DETAILS,
+)
 
 
 def content_to_blocks(content: Any) -> tuple[tuple[Block, ...], ContentShape | None]:
@@ -73,7 +79,7 @@ def content_from_blocks(
     return parts
 
 
-_NAME_PARAM = "messages[].name"
+_NAME_PARAM: Final = "messages[].name"
 
 
 def message_to_canonical(data: Mapping[str, Any]) -> Message:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import Block, Text, Thinking, ToolUse
 from orcarouter.translate.common import JsonDict
 from orcarouter.translate.openai_chat.parts import block_to_detail, is_reasoning_like
 
-TEXT_SPAN = "orcarouter.text_span"
-TOOL_REF = "orcarouter.tool_call"
-MARKERS = frozenset({TEXT_SPAN, TOOL_REF})
+TEXT_SPAN: Final = "orcarouter.text_span"
+TOOL_REF: Final = "orcarouter.tool_call"
+MARKERS: Final = frozenset({TEXT_SPAN, TOOL_REF})
 
 
 def needs_markers(blocks: Sequence[Block]) -> bool:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     Audio,
@@ -43,9 +43,9 @@ from orcarouter.translate.common import (
     with_extras,
 )
 
-REASONING_TEXT_KEYS = ("reasoning_content", "reasoning")
-REASONING_DETAILS = "reasoning_details"
-DEFAULT_REASONING_FIELDS = ("reasoning_content", "reasoning_details")
+REASONING_TEXT_KEYS: Final = ("reasoning_content", "reasoning")
+REASONING_DETAILS: Final = "reasoning_details"
+DEFAULT_REASONING_FIELDS: Final = ("reasoning_content", "reasoning_details")
 
 
 def _keep(block_extra_source: Mapping[str, Any], rendered: JsonDict) -> Any:

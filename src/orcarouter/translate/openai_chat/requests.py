@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     FunctionTool,
@@ -35,7 +35,7 @@ from orcarouter.translate.common import (
 from orcarouter.translate.openai_chat.messages import MessageRenderer, message_to_canonical
 from orcarouter.translate.reasoning import effort_for_budget
 
-_SAMPLING_KEYS = (
+_SAMPLING_KEYS: Final = (
     "temperature",
     "top_p",
     "top_k",
@@ -48,7 +48,7 @@ _SAMPLING_KEYS = (
     "logprobs",
     "top_logprobs",
 )
-_KNOWN = (
+_KNOWN: Final = (
     "model",
     "messages",
     "tools",
@@ -63,17 +63,17 @@ _KNOWN = (
     "web_search_options",
     *_SAMPLING_KEYS,
 )
-_SIMPLE_CHOICES = {
+_SIMPLE_CHOICES: Final = {
     "auto": ToolChoice(mode="auto"),
     "none": ToolChoice(mode="none"),
     "required": ToolChoice(mode="required"),
     # Mistral's spelling of "required" (https://docs.mistral.ai/capabilities/function_calling).
     "any": ToolChoice(mode="required", extra={"openai": {"_spelling": "any"}}),
 }
-_SPELLING = "_spelling"
+_SPELLING: Final = "_spelling"
 """Marks, in a simple tool choice's extras, the client's own word for the mode (identity)."""
 # Anthropic search-context sizes: max_uses 1/5/10 (LiteLLM ANTHROPIC_WEB_SEARCH_TOOL_MAX_USES).
-CONTEXT_SIZE_TO_MAX_USES = {"low": 1, "medium": 5, "high": 10}
+CONTEXT_SIZE_TO_MAX_USES: Final = {"low": 1, "medium": 5, "high": 10}
 
 
 def request_to_canonical(body: Mapping[str, Any]) -> Request:
@@ -129,7 +129,7 @@ def _stream_options(include_usage: Any) -> JsonDict:
     return {} if include_usage is None else {"include_usage": include_usage}
 
 
-_STOP_TYPES = "a string or an array of strings"
+_STOP_TYPES: Final = "a string or an array of strings"
 
 
 def _sampling_to_canonical(body: Mapping[str, Any]) -> Sampling:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     Block,
@@ -46,9 +46,9 @@ from orcarouter.translate.openai_chat.parts import (
 from orcarouter.translate.stop_reasons import stop_from_openai
 from orcarouter.translate.usage import usage_from_openai
 
-_START_KEYS = ("id", "object", "created", "model", "choices", "usage")
+_START_KEYS: Final = ("id", "object", "created", "model", "choices", "usage")
 # What ``feed`` reads in a delta besides ``content`` (``plain_text`` wants them all empty).
-_ACTIVE_DELTA_KEYS = (
+_ACTIVE_DELTA_KEYS: Final = (
     "refusal",
     "annotations",
     "tool_calls",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Final
 
 import orjson
 
@@ -51,7 +52,7 @@ from orcarouter.translate.openai_chat.responses import citation_to_annotation
 from orcarouter.translate.stop_reasons import stop_to_openai
 from orcarouter.translate.usage import usage_to_openai
 
-_TEXT_TAIL = b'},"finish_reason":null}]}\n\n'
+_TEXT_TAIL: Final = b'},"finish_reason":null}]}\n\n'
 
 
 @dataclass(slots=True)
