@@ -204,17 +204,21 @@ class TranslatingObserver(ObservedStream):
         """Translate one upstream event into zero or more client events."""
         text = self._text
         if text is not None and (found := text[0](event)) is not None:
-            return self._write_text(text[1], *found)
+            return self._write_text(text[1], found)
         return self._encode(self._decoder.feed(event))
 
     def observe_raw(self, raw: bytes) -> bytes:
         """``observe`` for the event's bytes: a text delta known by them is not parsed."""
         text = self._raw_text
         if text is not None and (found := text[0](raw)) is not None:
-            return self._write_text(text[1], *found)
+            return self._write_text(text[1], found)
         return self.observe(parse_event(raw))
 
-    def _write_text(self, write: WriteText, index: int, text: str) -> bytes:
+    def _write_text(self, write: WriteText, found: tuple[int, str]) -> bytes:
+        # The pair is passed whole: compiled code makes ``f(write, *found)`` a generic call (a
+        # bound method, a list, a tuple, argument parsing) per event, ``f(write, found)`` a
+        # direct one.
+        index, text = found
         out = write(index, text)
         if out is None:  # the encoder does not take it as plain: encode what ``feed`` gives
             return self._encode([BlockDelta(index=index, delta=TextDelta(text=text))])

@@ -103,9 +103,15 @@ class WireCodec(Protocol):
         ...
 
 
+# orjson's two functions held in C statics: compiled code would look each up in the module per
+# call, several times per streamed event.
+_DUMPS: Final = orjson.dumps
+_LOADS: Final = orjson.loads
+
+
 def _loads(data: str) -> Any:
     try:
-        return orjson.loads(data)
+        return _LOADS(data)
     except orjson.JSONDecodeError:
         return None
 
@@ -156,9 +162,9 @@ class _OpenAIEncoder:
     def encode(self, event: StreamEvent) -> bytes:
         chunks = self._encoder.feed(event)
         if len(chunks) == 1:  # the usual delta: one chunk, framed without a generator
-            out = b"data: " + orjson.dumps(chunks[0]) + b"\n\n"
+            out = b"data: " + _DUMPS(chunks[0]) + b"\n\n"
         else:
-            out = b"".join([encode_event(orjson.dumps(c)) for c in chunks])
+            out = b"".join([encode_event(_DUMPS(c)) for c in chunks])
         if isinstance(event, MessageStop):
             out += b"data: [DONE]\n\n"
         return out
@@ -250,7 +256,7 @@ class _AnthropicDecoder:
         if raw[text_at] != 0x22 or not rest.endswith(b'"}'):
             return None
         try:
-            text = orjson.loads(rest[:-1])
+            text = _LOADS(rest[:-1])
         except orjson.JSONDecodeError:  # not one JSON string (or a line break in it)
             return None
         return (index, text) if isinstance(text, str) else None
@@ -272,14 +278,14 @@ class _AnthropicEncoder:
 
     def encode(self, event: StreamEvent) -> bytes:
         return b"".join(
-            encode_event(orjson.dumps(data), name) for name, data in self._encoder.feed(event)
+            encode_event(_DUMPS(data), name) for name, data in self._encoder.feed(event)
         )
 
     def encode_text(self, index: int, text: str) -> bytes | None:
         sent = self._encoder.text_index(index, text)
         if sent is None:
             return None
-        return _TEXT_DELTA % sent + orjson.dumps(text) + b"}}\n\n" if text else b""
+        return _TEXT_DELTA % sent + _DUMPS(text) + b"}}\n\n" if text else b""
 
 
 _TEXT_DELTA: Final = (
@@ -358,7 +364,7 @@ class _GeminiEncoder:
         self._encoder = gemini.GeminiChunkEncoder()
 
     def encode(self, event: StreamEvent) -> bytes:
-        return b"".join(encode_event(orjson.dumps(c)) for c in self._encoder.feed(event))
+        return b"".join(encode_event(_DUMPS(c)) for c in self._encoder.feed(event))
 
 
 class GeminiCodec:

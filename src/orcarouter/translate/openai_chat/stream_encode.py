@@ -53,6 +53,7 @@ from orcarouter.translate.stop_reasons import stop_to_openai
 from orcarouter.translate.usage import usage_to_openai
 
 _TEXT_TAIL: Final = b'},"finish_reason":null}]}\n\n'
+_DUMPS: Final = orjson.dumps  # in a C static: compiled code looks ``orjson.dumps`` up per call
 
 
 @dataclass(slots=True)
@@ -135,7 +136,7 @@ class OpenAIChunkEncoder:
             head = self._text_head = (
                 b"data: " + orjson.dumps(chunk)[:-1] + b',"choices":[{"index":0,"delta":{"content":'
             )
-        return head + orjson.dumps(text) + _TEXT_TAIL
+        return head + _DUMPS(text) + _TEXT_TAIL
 
     def _chunk(self, delta: JsonDict, finish_reason: str | None = None) -> JsonDict:
         created = self._created
