@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import sys
 import types
@@ -21,3 +22,12 @@ def load_script(name: str) -> types.ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def compiled_modules() -> list[str]:
+    """The modules ``scripts/build_native.py`` compiles (``api/server``, …), read from its
+    ``COMPILED`` list without importing it (it imports the build's tools)."""
+    for node in ast.parse((SCRIPTS / "build_native.py").read_text()).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "COMPILED":
+            return list(ast.literal_eval(node.value))
+    raise AssertionError("scripts/build_native.py has no COMPILED list")

@@ -24,7 +24,7 @@ import pytest
 import orcarouter
 from orcarouter import native
 from orcarouter.native import FORMAT, CompiledModules, NativeUnavailable, activate, check
-from tests.support.scripts import load_script
+from tests.support.scripts import compiled_modules, load_script
 
 SUFFIX = str(sysconfig.get_config_var("EXT_SUFFIX"))
 
@@ -244,13 +244,8 @@ def test_compiled_classes_keep_their_class_constants(name: str) -> None:
 
 
 def _compiled_sources() -> list[Path]:
-    """The sources ``scripts/build_native.py`` compiles, read from its ``COMPILED`` list."""
-    script = native.PACKAGE.parents[1] / "scripts" / "build_native.py"
-    for node in ast.parse(script.read_text()).body:
-        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "COMPILED":
-            names = ast.literal_eval(node.value)
-            return [native.PACKAGE / f"{name}.py" for name in names]
-    raise AssertionError("scripts/build_native.py has no COMPILED list")
+    """The sources ``scripts/build_native.py`` compiles."""
+    return [native.PACKAGE / f"{name}.py" for name in compiled_modules()]
 
 
 def _module_of(source: Path) -> str:
