@@ -293,7 +293,7 @@ class _ChunkMerger:
             if isinstance(event, MessageStart):
                 self.model = self.model or event.model or None
                 self._usage[index] = event.usage or self._usage[index]
-            elif isinstance(event, MessageDelta | UsageReport):
+            elif isinstance(event, (MessageDelta, UsageReport)):
                 self._usage[index] = event.usage or self._usage[index]
             elif isinstance(event, MessageStop):
                 self._stopped[index] = True

@@ -111,7 +111,7 @@ def exact_cost_micros(
 def _hour_cache_writes(usage: Usage) -> int:
     """Anthropic's 1-hour cache writes (``usage.cache_creation.ephemeral_1h_input_tokens``)."""
     creation = usage.extra.get("anthropic", {}).get("cache_creation")
-    if not isinstance(creation, Mapping):
+    if creation is None or not isinstance(creation, Mapping):  # None: no abstract-class check
         return 0
     value = creation.get("ephemeral_1h_input_tokens")
     return value if isinstance(value, int) and value > 0 else 0

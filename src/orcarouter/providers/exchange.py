@@ -242,7 +242,7 @@ class TranslatingObserver(ObservedStream):
         elif isinstance(event, MessageStart):
             self.upstream_model = event.model or self.upstream_model
             self.usage = event.usage or self.usage
-        elif isinstance(event, MessageDelta | UsageReport):
+        elif isinstance(event, (MessageDelta, UsageReport)):
             self.usage = event.usage or self.usage
         elif isinstance(event, MessageStop):
             self.finished = True

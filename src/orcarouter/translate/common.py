@@ -6,7 +6,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeGuard, TypeVar
 
 from orcarouter.canonical import Extras, WireName
 
@@ -63,6 +63,15 @@ class Policy:
         if not self.drop_params:
             raise TranslationError(param=param, message=message)
         self.dropped.append(param)
+
+
+def is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """``isinstance(value, Mapping)`` without the abstract class's check for what decoded JSON
+    mostly holds (a dict, or None for an absent field): that check costs about 1,800
+    instructions in compiled code, the two tests a few."""
+    if type(value) is dict:
+        return True
+    return value is not None and isinstance(value, Mapping)
 
 
 def split_known(data: Mapping[str, Any], known: Iterable[str]) -> JsonDict:

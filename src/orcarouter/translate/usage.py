@@ -14,6 +14,7 @@ from orcarouter.canonical import Usage, WireName
 from orcarouter.translate.common import (
     JsonDict,
     extras_for,
+    is_mapping,
     optional_int,
     residual,
     with_extras,
@@ -21,8 +22,7 @@ from orcarouter.translate.common import (
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
-    # A decoded body's objects are dicts: `type() is dict` skips the abstract class's check.
-    return value if type(value) is dict or isinstance(value, Mapping) else {}
+    return value if is_mapping(value) else {}
 
 
 def _with_rest(usage: Usage, wire: WireName, rest: JsonDict) -> Usage:

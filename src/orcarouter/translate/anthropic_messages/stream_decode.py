@@ -32,7 +32,7 @@ from orcarouter.translate.anthropic_messages.blocks import (
     block_from_anthropic,
     citation_from_anthropic,
 )
-from orcarouter.translate.common import JsonDict
+from orcarouter.translate.common import JsonDict, is_mapping
 from orcarouter.translate.stop_reasons import stop_from_anthropic
 from orcarouter.translate.usage import usage_from_anthropic
 
@@ -90,7 +90,7 @@ class AnthropicEventDecoder:
 
     def _message_start(self, message: Mapping[str, Any]) -> MessageStart:
         usage = message.get("usage")
-        self._usage = dict(usage) if isinstance(usage, Mapping) else {}
+        self._usage = dict(usage) if is_mapping(usage) else {}
         extra = {k: v for k, v in message.items() if k not in _MESSAGE_KEYS}
         return MessageStart(
             id=message.get("id"),
@@ -103,7 +103,7 @@ class AnthropicEventDecoder:
         events: list[StreamEvent] = [BlockStop(index=i) for i in self._open]
         self._open.clear()
         usage = data.get("usage")
-        if isinstance(usage, Mapping):
+        if is_mapping(usage):
             # message_delta counters are cumulative and override message_start's.
             self._usage.update({k: v for k, v in usage.items() if v is not None})
         delta = data.get("delta") or {}

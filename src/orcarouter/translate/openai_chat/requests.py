@@ -28,6 +28,7 @@ from orcarouter.translate.common import (
     as_string,
     as_strings,
     extras_for,
+    is_mapping,
     residual,
     split_known,
     with_extras,
@@ -100,7 +101,7 @@ def request_to_canonical(body: Mapping[str, Any]) -> Request:
             leftover[key] = body[key]
     tools, web_search = _tools_to_canonical(body)
     stream_options = body.get("stream_options")
-    if isinstance(stream_options, Mapping):
+    if is_mapping(stream_options):
         rest = residual(stream_options, _stream_options(stream_options.get("include_usage")))
         if rest:
             leftover["stream_options"] = rest
@@ -116,9 +117,7 @@ def request_to_canonical(body: Mapping[str, Any]) -> Request:
         max_output_tokens=max_output,
         max_tokens_field=max_tokens_field,
         stream=body.get("stream"),
-        stream_usage=stream_options.get("include_usage")
-        if isinstance(stream_options, Mapping)
-        else None,
+        stream_usage=stream_options.get("include_usage") if is_mapping(stream_options) else None,
         user=as_string(body.get("user"), "user"),
         source="openai",
         extra=extras_for("openai", leftover),
@@ -174,7 +173,7 @@ def _tools_to_canonical(body: Mapping[str, Any]) -> tuple[list[Tool], list[Tool]
         else:
             tools.append(OpaqueTool(wire="openai", data=dict(spec)))
     options = body.get("web_search_options")
-    if not isinstance(options, Mapping):
+    if not is_mapping(options):
         return tools, []
     location = options.get("user_location")
     approximate = location.get("approximate") if isinstance(location, Mapping) else None
@@ -189,7 +188,7 @@ def _tools_to_canonical(body: Mapping[str, Any]) -> tuple[list[Tool], list[Tool]
 def _tool_choice_to_canonical(value: Any) -> ToolChoice | None:
     if isinstance(value, str):
         return _SIMPLE_CHOICES.get(value)
-    if not isinstance(value, Mapping):
+    if not is_mapping(value):
         return None
     choice = _structured_choice(value)
     rendered = _tool_choice(choice)
@@ -215,7 +214,7 @@ def _structured_choice(value: Mapping[str, Any]) -> ToolChoice:
 
 
 def _response_format_to_canonical(value: Any) -> ResponseFormat | None:
-    if not isinstance(value, Mapping) or value.get("type") not in (
+    if not is_mapping(value) or value.get("type") not in (
         "text",
         "json_object",
         "json_schema",
