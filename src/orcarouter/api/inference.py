@@ -166,7 +166,7 @@ class GatewayContext:
 
 FOREIGN_SIGNATURE_MARK: Final = b'"' + FOREIGN_SIGNATURE_PREFIX.encode()
 MAX_FALLBACK_MODELS: Final = 5
-# a router's ranking is walked no further than a chain
+# A router's ranking is walked no further than a chain.
 MAX_ATTEMPTS: Final = 1 + MAX_FALLBACK_MODELS
 
 

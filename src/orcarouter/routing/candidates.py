@@ -208,5 +208,5 @@ def _matches(access: re.Pattern[str]) -> Callable[[str], bool]:
     return lambda model_id: access.fullmatch(model_id) is not None
 
 
-# pool order, by its sort
+# Pool order, by its sort.
 _BY_EXCLUDED_ID: Final[Callable[[Exclusion], str]] = attrgetter("model_id")
