@@ -83,7 +83,7 @@ class UsageJournal:
         self._segments: dict[int, Segment] = {}
         self._opens: dict[str, bytes] = {}  # request id -> its open line, while in flight
         self._dir_dirty = False
-        self.on_dirty: Callable[[], None] | None = None  # told of writes the next fsync covers
+        self.on_dirty: Callable[[], None] | None = None  # told when a segment turns dirty
         self.current = self._create()
 
     # --- appends (event loop) -----------------------------------------------------------------
@@ -157,9 +157,10 @@ class UsageJournal:
             raise
         segment.torn = False
         segment.size += written
-        segment.dirty = True
-        if self.on_dirty is not None:
-            self.on_dirty()
+        if not segment.dirty:  # the next fsync covers later writes too: say so once
+            segment.dirty = True
+            if self.on_dirty is not None:
+                self.on_dirty()
 
     # --- segments -----------------------------------------------------------------------------
 

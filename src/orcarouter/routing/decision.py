@@ -7,7 +7,6 @@ the ``X-Orca-Route-Reason`` response header (``header``, one short ASCII line).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -43,14 +42,17 @@ class RouteDecision:
     def header(self) -> str:
         """``cheapest; chose openai/gpt-4o-mini ($0.000120); 4 candidates; excluded tools=2``."""
         first = self.ranked[0]
+        count = len(self.ranked)
         text = (
             f"{self.strategy}; chose {first.candidate.model_id} ({first.score}); "
-            f"{len(self.ranked)} candidate{'s' if len(self.ranked) != 1 else ''}"
+            f"{count} candidate{'s' if count != 1 else ''}"
         )
         if self.excluded:
-            counts = Counter(e.need for e in self.excluded)
-            text += "; excluded " + ",".join(f"{need}={n}" for need, n in sorted(counts.items()))
-        return text.encode("ascii", "replace").decode("ascii")
+            by_need: dict[str, int] = {}
+            for exclusion in self.excluded:
+                by_need[exclusion.need] = by_need.get(exclusion.need, 0) + 1
+            text += "; excluded " + ",".join(f"{need}={by_need[need]}" for need in sorted(by_need))
+        return text if text.isascii() else text.encode("ascii", "replace").decode("ascii")
 
     def reason_json(self) -> str:
         """The decision as compact JSON for the usage record."""
