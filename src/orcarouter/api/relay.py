@@ -63,11 +63,15 @@ async def relay_body(
     record: UsageRecord,
     send: Send,
 ) -> None:
-    """Forward a whole JSON answer (as sent, or re-rendered), reading its usage on the way."""
-    body, record.usage, record.upstream_model = plan.read_response(await response.read())
+    """Forward a whole JSON answer (as sent, or re-rendered), then read its usage: the client
+    does not wait for that."""
+    body, read = plan.read_response(await response.read())
     record.status_code = response.status
     exchange.committed = exchange.finished = True
-    await respond(send, response.status, body, exchange.headers)
+    try:
+        await respond(send, response.status, body, exchange.headers)
+    finally:  # a client gone meanwhile still cost the tokens
+        record.usage, record.upstream_model = plan.usage_of(read)
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,3 +161,24 @@ class Request:
     user: str | None = None
     source: WireName | None = None
     extra: Extras = field(default_factory=no_extras)
+
+    def to(self, model: str, stream: bool | None) -> Request:
+        """This request for ``model``, streamed or not: ``dataclasses.replace``, which is
+        interpreted (a ``getattr`` per field), written out for the compiled request path."""
+        return Request(
+            model=model,
+            messages=self.messages,
+            tools=self.tools,
+            tool_choice=self.tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls,
+            sampling=self.sampling,
+            reasoning=self.reasoning,
+            response_format=self.response_format,
+            max_output_tokens=self.max_output_tokens,
+            max_tokens_field=self.max_tokens_field,
+            stream=stream,
+            stream_usage=self.stream_usage,
+            user=self.user,
+            source=self.source,
+            extra=self.extra,
+        )

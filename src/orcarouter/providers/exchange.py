@@ -8,7 +8,6 @@ upstream wire for the request, and the reverse for the response, event by event 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import replace
 from typing import Any, Final, Protocol
 
 import orjson
@@ -44,8 +43,13 @@ class ExchangePlan(Protocol):
         """The observer for this request's streamed answer."""
         ...
 
-    def read_response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
-        """The client's body, the usage and the served model of a whole answer."""
+    def read_response(self, raw: bytes) -> tuple[bytes, object]:
+        """The client's body of a whole answer, and the answer as read (for ``usage_of``)."""
+        ...
+
+    def usage_of(self, read: object) -> tuple[Usage | None, str | None]:
+        """The usage and the served model of an answer ``read_response`` read: asked once the
+        client has its body, which does not wait for them."""
         ...
 
 
@@ -73,10 +77,13 @@ class Passthrough:
         """The protocol's own observer (one plan serves one request)."""
         return self._observer or self._protocol.stream_observer({})
 
-    def read_response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
-        """The upstream bytes unchanged."""
-        usage, model = self._protocol.read_response(_decode(raw))
-        return raw, usage, model
+    def read_response(self, raw: bytes) -> tuple[bytes, object]:
+        """The upstream bytes unchanged, once they are known to be JSON."""
+        return raw, _decode(raw)
+
+    def usage_of(self, read: object) -> tuple[Usage | None, str | None]:
+        """The usage and the model the upstream's answer names."""
+        return self._protocol.read_response(read)
 
 
 def untranslatable(exc: TranslationError, model: str, protocol: str) -> InvalidRequest:
@@ -130,7 +137,7 @@ class Translated:
         self._include_usage = client_wants_usage(payload) or client.name != "openai"
         try:
             parsed = canonical if canonical is not None else read_client_request(client, payload)
-            request = replace(parsed, model=model, stream=stream)
+            request = parsed.to(model, stream)
             translation = upstream.request_from_canonical(request, options)
         except TranslationError as exc:
             raise untranslatable(exc, model, upstream.name) from None
@@ -148,10 +155,15 @@ class Translated:
             self._upstream.stream_decoder(), self._client.stream_encoder(self._include_usage)
         )
 
-    def read_response(self, raw: bytes) -> tuple[bytes, Usage | None, str | None]:
+    def read_response(self, raw: bytes) -> tuple[bytes, object]:
         """Re-render the whole answer in the client's format."""
         response = self.read_canonical(raw)
-        return self.render(response), response.usage, response.model or None
+        return self.render(response), response
+
+    def usage_of(self, read: object) -> tuple[Usage | None, str | None]:
+        """The usage and the model of the canonical answer."""
+        assert isinstance(read, Response)
+        return read.usage, read.model or None
 
     def read_canonical(self, raw: bytes) -> Response:
         """The upstream's whole answer as a canonical response."""

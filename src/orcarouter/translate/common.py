@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard, TypeVar
 
@@ -74,17 +74,16 @@ def is_mapping(value: object) -> TypeGuard[Mapping[str, Any]]:
     return value is not None and isinstance(value, Mapping)
 
 
-def split_known(data: Mapping[str, Any], known: Iterable[str]) -> JsonDict:
+def split_known(data: Mapping[str, Any], known: frozenset[str]) -> JsonDict:
     """Return the keys of ``data`` not in ``known``, plus known keys set to null.
 
     A known key that is null or empty carries no meaning, but writing it back keeps same-wire
     round trips exact.
     """
-    known_set = set(known)
     return {
         key: value
         for key, value in data.items()
-        if key not in known_set or value is None or value == [] or value == {}
+        if key not in known or value is None or (isinstance(value, (list, dict)) and not value)
     }
 
 

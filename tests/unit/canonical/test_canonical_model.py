@@ -12,10 +12,16 @@ from orcarouter.canonical import (
     BlockStop,
     Citation,
     CitationDelta,
+    FunctionTool,
     InputJsonDelta,
+    Message,
     MessageDelta,
     MessageStart,
     MessageStop,
+    Reasoning,
+    Request,
+    ResponseFormat,
+    Sampling,
     SignatureDelta,
     StopReason,
     StreamAccumulator,
@@ -24,6 +30,7 @@ from orcarouter.canonical import (
     TextDelta,
     Thinking,
     ThinkingDelta,
+    ToolChoice,
     ToolUse,
     Usage,
     UsageReport,
@@ -82,3 +89,29 @@ def test_accumulator_keeps_truncated_tool_json_as_text() -> None:
     accumulator.feed(MessageDelta(stop_reason=StopReason.MAX_TOKENS))
     block = accumulator.response().choices[0].content[0]
     assert isinstance(block, ToolUse) and block.input == {} and block.arguments == '{"a": "trunc'
+
+
+def test_request_to_copies_every_field_but_model_and_stream() -> None:
+    # One value per field, none the default: a field added to Request without a sample here
+    # fails the first assert; one that ``Request.to`` does not carry fails the second.
+    samples: dict[str, object] = {
+        "model": "openai/gpt-4o-mini",
+        "messages": (Message(role="user", content=(Text(text="hi"),)),),
+        "tools": (FunctionTool(name="f"),),
+        "tool_choice": ToolChoice(mode="required"),
+        "parallel_tool_calls": False,
+        "sampling": Sampling(temperature=0.5),
+        "reasoning": Reasoning(effort="high"),
+        "response_format": ResponseFormat(type="json_object"),
+        "max_output_tokens": 64,
+        "max_tokens_field": "max_tokens",
+        "stream": False,
+        "stream_usage": True,
+        "user": "u-1",
+        "source": "openai",
+        "extra": {"openai": {"store": True}},
+    }
+    assert set(samples) == {f.name for f in dataclasses.fields(Request)}
+    request = Request(**samples)  # type: ignore[arg-type]
+    for model, stream in (("anthropic/claude-sonnet-4.6", True), ("m", None)):
+        assert request.to(model, stream) == dataclasses.replace(request, model=model, stream=stream)

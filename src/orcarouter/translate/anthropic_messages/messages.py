@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from orcarouter.canonical import (
     Block,
@@ -29,6 +29,8 @@ from orcarouter.translate.anthropic_messages.blocks import (
     keeps_thinking,
 )
 from orcarouter.translate.common import JsonDict, Policy, extras_for, split_known, with_extras
+
+_MESSAGE_KEYS: Final = frozenset({"role", "content"})
 
 
 def system_to_canonical(system: Any) -> list[Message]:
@@ -58,7 +60,7 @@ def message_to_canonical(data: Mapping[str, Any]) -> Message:
         role=role,
         content=blocks,
         content_shape=shape,
-        extra=extras_for("anthropic", split_known(data, ("role", "content"))),
+        extra=extras_for("anthropic", split_known(data, _MESSAGE_KEYS)),
     )
 
 

@@ -42,21 +42,23 @@ from orcarouter.translate.common import (
     split_known,
 )
 
-_KNOWN: Final = (
-    "model",
-    "messages",
-    "system",
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_sequences",
-    "stream",
-    "tools",
-    "tool_choice",
-    "thinking",
-    "output_config",
-    "metadata",
+_KNOWN: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "top_k",
+        "stop_sequences",
+        "stream",
+        "tools",
+        "tool_choice",
+        "thinking",
+        "output_config",
+        "metadata",
+    }
 )
 _CHOICE_MODES: Final = {"auto": "auto", "any": "required", "none": "none", "tool": "tool"}
 JSON_OBJECT_INSTRUCTION: Final = (

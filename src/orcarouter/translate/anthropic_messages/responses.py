@@ -13,7 +13,9 @@ from orcarouter.translate.common import JsonDict, Policy, extras_for, split_know
 from orcarouter.translate.stop_reasons import stop_from_anthropic, stop_to_anthropic
 from orcarouter.translate.usage import usage_from_anthropic, usage_to_anthropic
 
-_KNOWN: Final = ("id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage")
+_KNOWN: Final = frozenset(
+    {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"}
+)
 
 
 def response_to_canonical(body: Mapping[str, Any]) -> Response:

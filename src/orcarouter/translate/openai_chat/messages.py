@@ -39,16 +39,16 @@ from orcarouter.translate.openai_chat.parts import (
     tool_call_to_block,
 )
 
-_MESSAGE_KEYS: Final = ("role", "content", "name")
+_MESSAGE_KEYS: Final = frozenset({"role", "content", "name"})
+_TOOL_KEYS: Final = frozenset({"role", "content", "tool_call_id"})
 REFUSAL_FIELD_MARK: Final = "_refusal_field"
 """Marks a refusal that came from the message's ``refusal`` field, not from a content part."""
-_ASSISTANT_KEYS: Final = (
-    *_MESSAGE_KEYS,
+_ASSISTANT_KEYS: Final = _MESSAGE_KEYS | {
     "tool_calls",
     "refusal",
     *REASONING_TEXT_KEYS,
     REASONING_DETAILS,
-)
+}
 
 
 def content_to_blocks(content: Any) -> tuple[tuple[Block, ...], ContentShape | None]:
@@ -92,7 +92,7 @@ def message_to_canonical(data: Mapping[str, Any]) -> Message:
         result = ToolResult(
             tool_use_id=str(data.get("tool_call_id") or ""), content=content, content_shape=shape
         )
-        leftover = split_known(data, ("role", "content", "tool_call_id"))
+        leftover = split_known(data, _TOOL_KEYS)
         return Message(role="tool", content=(result,), extra=extras_for("openai", leftover))
     if role not in ("system", "developer", "user"):
         raise ValueError(f"unsupported OpenAI message role {role!r}")

@@ -49,21 +49,25 @@ _SAMPLING_KEYS: Final = (
     "logprobs",
     "top_logprobs",
 )
-_KNOWN: Final = (
-    "model",
-    "messages",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "reasoning_effort",
-    "response_format",
-    "max_completion_tokens",
-    "stream",
-    "stream_options",
-    "user",
-    "web_search_options",
-    *_SAMPLING_KEYS,
+_KNOWN: Final = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "reasoning_effort",
+        "response_format",
+        "max_completion_tokens",
+        "stream",
+        "stream_options",
+        "user",
+        "web_search_options",
+        *_SAMPLING_KEYS,
+    }
 )
+# ``max_tokens`` is known when ``max_completion_tokens`` is absent (else it is kept as sent).
+_KNOWN_WITH_MAX_TOKENS: Final = _KNOWN | {"max_tokens"}
 _SIMPLE_CHOICES: Final = {
     "auto": ToolChoice(mode="auto"),
     "none": ToolChoice(mode="none"),
@@ -79,12 +83,13 @@ CONTEXT_SIZE_TO_MAX_USES: Final = {"low": 1, "medium": 5, "high": 10}
 
 def request_to_canonical(body: Mapping[str, Any]) -> Request:
     """Parse an OpenAI ``/v1/chat/completions`` body (unknown keys kept as extras)."""
-    known = set(_KNOWN)
+    known = _KNOWN
     max_tokens_field = None
     for key in ("max_completion_tokens", "max_tokens"):
         if key in body:
             max_tokens_field, max_output = key, as_integer(body[key], key)
-            known.add(key)
+            if key == "max_tokens":
+                known = _KNOWN_WITH_MAX_TOKENS
             break
     else:
         max_output = None

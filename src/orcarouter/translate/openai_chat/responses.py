@@ -32,7 +32,7 @@ from orcarouter.translate.openai_chat.parts import (
 from orcarouter.translate.stop_reasons import stop_from_openai, stop_to_openai
 from orcarouter.translate.usage import usage_from_openai, usage_to_openai
 
-_TOP_KEYS: Final = ("id", "object", "created", "model", "choices", "usage")
+_TOP_KEYS: Final = frozenset({"id", "object", "created", "model", "choices", "usage"})
 
 
 def response_to_canonical(body: Mapping[str, Any]) -> Response:
