@@ -116,12 +116,53 @@ def _loads(data: str) -> Any:
         return None
 
 
+# A text chunk's one choice as vendors write it, up to its text's JSON string (its opening
+# quote) and after it: none of the other keys is one ``plain_text`` reads (but a null
+# ``finish_reason``), so each shape means exactly what its full decode would.
+_CHOICE_HEADS: Final = (
+    b'"choices":[{"index":0,"delta":{"content":"',
+    b'"choices":[{"index":0,"delta":{"role":"assistant","content":"',  # OpenRouter
+)
+_CHOICE_TAILS: Final = (
+    b'},"logprobs":null,"finish_reason":null}]',  # OpenAI
+    b'},"finish_reason":null}]',  # Mistral
+    b'},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]',  # OpenRouter
+    b'},"logprobs":null,"finish_reason":null,"token_ids":null}]',  # vLLM
+)
+
+
+def _ignored_keys(members: bytes) -> bool:
+    """Whether ``members`` (``{``, then a chunk's keys and values up to a comma or to its end)
+    holds only what ``plain_text`` lets a text chunk have besides its one choice: no other
+    ``choices``, no ``error`` or ``usage`` object, all on one line."""
+    if 0x0A in members or 0x0D in members:  # LF, CR (int needles: one memchr each)
+        return False
+    if members == b"{":
+        return True
+    if members.endswith(b","):
+        members = members[:-1] + b"}"
+    try:
+        found = _LOADS(members)
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(found, dict):
+        return False
+    return (
+        "choices" not in found
+        and not isinstance(found.get("error"), dict)
+        and not isinstance(found.get("usage"), dict)
+    )
+
+
 class _OpenAIDecoder:
-    __slots__ = ("_decoder", "_done")
+    __slots__ = ("_decoder", "_done", "_head", "_tail")
 
     def __init__(self) -> None:
         self._decoder = openai_chat.OpenAIChunkDecoder()
         self._done = False
+        # A text chunk's bytes before its text's JSON string and after it, as last checked
+        # (``_template_text``): a stream's chunks repeat them.
+        self._head = self._tail = b"\xff"  # matches no event
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if not event.data or self._done:
@@ -136,9 +177,68 @@ class _OpenAIDecoder:
         return self._text_of(event.data)
 
     def raw_text(self, raw: bytes) -> tuple[int, str] | None:
-        """``text_delta`` for an event of one ``data:`` line, its data taken from the bytes."""
+        """``text_delta`` for an event of one ``data:`` line, its data taken from the bytes:
+        without decoding the chunk when it has OpenAI's own shape (``_template_text``)."""
+        text = None if self._done else self._template_text(raw)
+        if text is not None:
+            return self._decoder.more_text(text)
         data = json_data_line(raw)
         return None if data is None else self._text_of(data)
+
+    def _template_text(self, raw: bytes) -> str | None:
+        """The text of a chunk whose one choice is one of ``_CHOICE_HEADS``, the text's JSON
+        string and one of ``_CHOICE_TAILS``, and whose other keys are ones ``plain_text``
+        ignores; None for any other. Only the string is decoded: the bytes before it and after
+        it are checked when they differ from the last text chunk's (a stream's repeat its id,
+        model and the like; OpenAI's ``obfuscation`` after the choice changes). The string must
+        end just before the tail (a tail cannot be inside a JSON string: its quotes would end
+        it), so the chunk means exactly what its full decode would."""
+        head, tail = self._head, self._tail
+        if not raw.startswith(head):
+            head = self._check_head(raw)
+            if not head:
+                return None
+        if not raw.endswith(tail):
+            tail = self._check_tail(raw, len(head))
+            if not tail:
+                return None
+        end = len(raw) - len(tail)
+        if raw[end - 1] != 0x22:  # the string's closing quote (an overlap fails to decode)
+            return None
+        try:
+            text = _LOADS(raw[len(head) - 1 : end])
+        except orjson.JSONDecodeError:  # not one JSON string
+            return None
+        return text if isinstance(text, str) and text else None
+
+    def _check_head(self, raw: bytes) -> bytes:
+        """The event's bytes up to its text's opening quote, kept when they are ``data: {``,
+        keys ``plain_text`` ignores and one of ``_CHOICE_HEADS``; else empty."""
+        if not raw.startswith(b"data: {"):
+            return b""
+        for choice in _CHOICE_HEADS:
+            at = raw.find(choice, 6)
+            if at >= 0:
+                if not _ignored_keys(raw[6:at]):
+                    return b""
+                self._head = raw[: at + len(choice)]
+                return self._head
+        return b""
+
+    def _check_tail(self, raw: bytes, start: int) -> bytes:
+        """The event's bytes from one of ``_CHOICE_TAILS`` after ``start`` to its end, kept when
+        the rest is keys ``plain_text`` ignores and ``}`` LF LF; else empty."""
+        if not raw.endswith(b"}\n\n"):
+            return b""
+        for choice in _CHOICE_TAILS:
+            at = raw.find(choice, start)
+            if at >= 0:
+                rest = raw[at + len(choice) : -2]
+                if rest == b"}" or (rest.startswith(b",") and _ignored_keys(b"{" + rest[1:])):
+                    self._tail = raw[at:]
+                    return self._tail
+                return b""
+        return b""
 
     def _text_of(self, data: str) -> tuple[int, str] | None:
         if self._done or '"content"' not in data:

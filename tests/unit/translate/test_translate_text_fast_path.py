@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+import orjson
 import pytest
 
 from orcarouter.canonical import StreamEvent
@@ -299,3 +300,77 @@ def test_openai_text_chunks_read_from_their_bytes_or_not_translate_alike(event: 
         b'"usage":{"prompt_tokens":2,"completion_tokens":3}}\n\ndata: [DONE]\n\n'
     )
     _both_paths(first + event + end, OpenAICodec(), AnthropicCodec())
+
+
+_OPENAI_HEAD = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1754688908,'
+    b'"model":"gpt-4o-2024-08-06","system_fingerprint":"fp_1",'
+)
+_CHOICE = b'"choices":[{"index":0,"delta":{"content":%s},"logprobs":null,"finish_reason":null}]'
+_OBFUSCATED = b',"usage":null,"obfuscation":"68kWLPsNVG6FC"}\n\n'
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (_OPENAI_HEAD + _CHOICE % b'"hi"' + _OBFUSCATED, "hi"),  # OpenAI's own
+        (_OPENAI_HEAD + b'"usage":null,' + _CHOICE % b'"hi"' + b',"obfuscation":"x"}\n\n', "hi"),
+        (_OPENAI_HEAD + _CHOICE % b'"hi"' + b"}\n\n", "hi"),
+        (b"data: {" + _CHOICE % b'"hi"' + b"}\n\n", "hi"),  # the choice first
+        (  # Mistral's
+            _OPENAI_HEAD + b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}'
+            b"\n\n",
+            "hi",
+        ),
+        (  # OpenRouter's
+            b'data: {"id":"gen-1","provider":"OpenAI","model":"openai/gpt-4o","object":"chat.comp'
+            b'letion.chunk","created":1,"choices":[{"index":0,"delta":{"role":"assistant","conte'
+            b'nt":"hi"},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]}\n\n',
+            "hi",
+        ),
+        (_OPENAI_HEAD + (_CHOICE % b'"hi"').replace(b"{", b"{ ", 1) + b"}\n\n", None),
+        (_OPENAI_HEAD + _CHOICE % _ESCAPED[:-4] + b"}\n\n", '"}} \u00e9\u00e9 \n'),
+        (_OPENAI_HEAD + _CHOICE % b'"a\\"},\\"logprobs\\":null"' + b"}\n\n", 'a"},"logprobs":null'),
+        (_OPENAI_HEAD + _CHOICE % b'""' + b"}\n\n", None),  # no text: the full path
+        (_OPENAI_HEAD + _CHOICE % b'"hi" ' + b"}\n\n", None),  # white space after the string
+        (_OPENAI_HEAD + _CHOICE % b'"h\\"' + b"}\n\n", None),  # the string not closed
+        (_OPENAI_HEAD + _CHOICE % b'"a","b"' + b"}\n\n", None),  # more than one string
+        (_OPENAI_HEAD + _CHOICE % b"5" + b"}\n\n", None),
+        (_OPENAI_HEAD + _CHOICE % b'"a\nb"' + b"}\n\n", None),  # a line break: two data lines
+        (_OPENAI_HEAD + _CHOICE % b'"hi"' + b',"usage":{"prompt_tokens":1}}\n\n', None),
+        (_OPENAI_HEAD + b'"usage":{"prompt_tokens":1},' + _CHOICE % b'"hi"' + b"}\n\n", None),
+        (_OPENAI_HEAD + b'"error":{"message":"x"},' + _CHOICE % b'"hi"' + b"}\n\n", None),
+        (_OPENAI_HEAD + b'"choices":[],' + _CHOICE % b'"hi"' + b"}\n\n", None),  # twice
+        (_OPENAI_HEAD + _CHOICE % b'"hi"' + b',"choices":[]}\n\n', None),
+        (_OPENAI_HEAD + _CHOICE % b'"hi"' + b',\n"x":1}\n\n', None),
+        (_OPENAI_HEAD.replace(b',"model"', b',\r"model"') + _CHOICE % b'"hi"' + b"}\n\n", None),
+        (_OPENAI_HEAD + _CHOICE % b'"hi"' + b"}}\n\n", None),
+        (b'data: {"x":{"y":1,' + _CHOICE % b'"hi"' + b"}}\n\n", None),  # a nested choice
+        (_OPENAI_HEAD + _CHOICE % b'"hi"' + b"}\r\n\r\n", None),  # CR LF: parsed instead
+        (b"data:{" + _CHOICE % b'"hi"' + b"}\n\n", None),
+        (_OPENAI_HEAD + (_CHOICE % b'"hi"').replace(b"null}", b'"stop"}') + b"}\n\n", None),
+    ],
+)  # fmt: skip
+def test_openai_text_chunks_are_read_from_their_bytes_only_in_openais_shape(
+    raw: bytes, expected: str | None
+) -> None:
+    decoder = OpenAICodec().stream_decoder()
+    assert decoder._template_text(raw) == expected  # type: ignore[attr-defined]
+    first = _OPENAI_HEAD + _CHOICE.replace(b'"content"', b'"role":"assistant","content"') % b'"a"'
+    end = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":2,"completion_tokens":3}}\n\ndata: [DONE]\n\n'
+    )
+    out = _both_paths(first + b"}\n\n" + raw + end, OpenAICodec(), AnthropicCodec())
+    if expected is not None:
+        assert orjson.dumps(expected)[1:-1] in out
+
+
+def test_openais_recorded_text_chunks_are_read_without_decoding_them() -> None:
+    decoder = OpenAICodec().stream_decoder()
+    read = sum(
+        decoder._template_text(raw) is not None  # type: ignore[attr-defined]
+        for interaction in _streams("openai-chat")
+        for raw in _raw_events(interaction)
+    )
+    assert read >= 400

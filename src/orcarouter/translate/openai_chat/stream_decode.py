@@ -128,6 +128,15 @@ class OpenAIChunkDecoder:
         text = delta.get("content")
         if not isinstance(text, str) or not text:
             return None
+        return self.more_text(text)
+
+    def more_text(self, text: str) -> tuple[int, str] | None:
+        """``plain_text`` for a chunk already known to hold only ``text`` (not empty) as its
+        one choice's delta: the block index and the text while a text block is open (the
+        state moved on), else None and nothing changed."""
+        current = self._current
+        if current is None or current[0] != "text" or self._finished:
+            return None
         self._text_offset += len(text)
         return current[1], text
 
