@@ -625,7 +625,6 @@ class InferenceEndpoint:
                 catch=catch,
             )
             return
-        first_event_by = asyncio.get_running_loop().time() + request.timeouts.first_byte
         response = await self._ctx.client.send(request)
         try:
             if response.status >= 400:
@@ -642,7 +641,7 @@ class InferenceEndpoint:
                     exchange,
                     record,
                     send,
-                    first_event_by=first_event_by,
+                    first_event=True,
                     peek=catch,
                 )
             else:

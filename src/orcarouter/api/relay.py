@@ -24,7 +24,6 @@ from orcarouter.errors import (
     GatewayError,
     UpstreamError,
     UpstreamProtocolError,
-    UpstreamTimeout,
 )
 from orcarouter.metering.usage import UsageRecord
 from orcarouter.providers.base import ProviderProtocol, StreamObserver
@@ -187,44 +186,44 @@ async def relay_stream(
     record: UsageRecord,
     send: Send,
     *,
-    first_event_by: float | None = None,
+    first_event: bool = False,
     peek: bool = False,
 ) -> None:
     """Forward SSE events as they complete; end with a terminal error if the upstream breaks.
 
-    Nothing may come later than ``first_event_by`` (event-loop time) for the first event. With
-    ``peek``, an error that arrives before anything was forwarded raises ``AttemptFailed``
-    so that another candidate can serve the request.
+    With ``first_event``, the first event must come by the upstream's first-byte deadline
+    (``UpstreamResponse.expect_event``). With ``peek``, an error that arrives before anything
+    was forwarded raises ``AttemptFailed`` so that another candidate can serve the request.
     """
     splitter = SSESplitter()
     record.status_code = response.status
     held: list[bytes] = []  # the events from the last one or the upstream's end: sent with ours
+    waiting = first_event
+    if waiting:
+        response.expect_event()
     try:
-        try:
-            async with asyncio.timeout_at(first_event_by) as deadline:
-                while (chunk := await response.next_chunk()) is not None:
-                    out = _relayed(splitter, observer, chunk)
-                    if peek and not exchange.committed and observer.error_type is not None:
-                        raise _first_event_error(observer.error_type)
-                    if out and deadline.when() is not None:  # the first event came
-                        deadline.reschedule(None)
-                    if response.at_end or observer.finished:
-                        held += out  # these go out with the response's end (``_push``)
-                    elif out:
-                        await forward_events(out, exchange, record, send)
-                        if exchange.write_body is not None:
-                            await _push(response, splitter, observer, exchange.write_body, held)
-                tail = splitter.close()
-                last = (observer.observe(tail) if tail is not None else b"") + observer.close()
-                if peek and not exchange.committed and observer.error_type is not None:
-                    raise _first_event_error(observer.error_type)
-                if last:
-                    held.append(last)
-                if held:
-                    ended = observer.finished or observer.error_type is not None
-                    await forward_events(held, exchange, record, send, end=ended)
-        except TimeoutError:
-            raise UpstreamTimeout("upstream sent no first event in time") from None
+        while (chunk := await response.next_chunk()) is not None:
+            out = _relayed(splitter, observer, chunk)
+            if peek and not exchange.committed and observer.error_type is not None:
+                raise _first_event_error(observer.error_type)
+            if out and waiting:  # the first event came
+                response.event_came()
+                waiting = False
+            if response.at_end or observer.finished:
+                held += out  # these go out with the response's end (``_push``)
+            elif out:
+                await forward_events(out, exchange, record, send)
+                if exchange.write_body is not None:
+                    await _push(response, splitter, observer, exchange.write_body, held)
+        tail = splitter.close()
+        last = (observer.observe(tail) if tail is not None else b"") + observer.close()
+        if peek and not exchange.committed and observer.error_type is not None:
+            raise _first_event_error(observer.error_type)
+        if last:
+            held.append(last)
+        if held:
+            ended = observer.finished or observer.error_type is not None
+            await forward_events(held, exchange, record, send, end=ended)
         if not observer.finished and observer.error_type is None:
             raise UpstreamProtocolError("upstream stream ended before the response was complete")
     except SSEError as exc:

@@ -148,7 +148,8 @@ class _Connection(asyncio.Protocol):
     """One keep-alive connection: parses one response at a time and buffers its body."""
 
     __slots__ = (
-        "_chunks", "_client", "_coding", "_decoder", "_first_by", "_interim", "_last_data",
+        "_chunks", "_client", "_coding", "_decoder", "_event_by", "_first_by", "_interim",
+        "_last_data",
         "_loop", "_parser", "_paused", "_room", "_sink", "_timeouts", "_timer", "_timer_at",
         "_total_by",
         "_waiter", "buffered", "closed", "complete", "counted", "error", "headers",
@@ -182,6 +183,7 @@ class _Connection(asyncio.Protocol):
         self._timeouts, self._last_data = timeouts, started
         self._total_by = started + timeouts.total
         self._first_by = min(started + timeouts.first_byte, self._total_by)
+        self._event_by = 0.0  # none until a stream's reader expects its first event
         if self._timer is None or self._timer_at > self._first_by:  # an earlier one re-arms
             self._arm(self._first_by)
         if self.closed or self.transport.is_closing():
@@ -283,11 +285,14 @@ class _Connection(asyncio.Protocol):
                 self._fail(UpstreamTimeout("upstream did not answer in time"))
             else:
                 self._arm(self._first_by)
+        elif self._event_by and now >= self._event_by:
+            self._fail(UpstreamTimeout("upstream sent no first event in time"))
         elif not self._paused and now >= self._last_data + timeouts.idle:
             self._fail(UpstreamTimeout(f"upstream sent nothing for {timeouts.idle:g} s"))
         else:  # data came meanwhile, or the reader is behind (not the upstream's fault)
             since = now if self._paused else self._last_data
-            self._arm(min(since + timeouts.idle, self._total_by))
+            when = min(since + timeouts.idle, self._total_by)
+            self._arm(min(when, self._event_by) if self._event_by else when)
 
     # asyncio.Protocol
 
@@ -466,6 +471,20 @@ class UpstreamResponse:
         except BaseException:  # cancelled or failed: the connection is done for
             self.close()
             raise
+
+    def expect_event(self) -> None:
+        """Fail the exchange (``UpstreamTimeout``) unless ``event_came`` is called by the
+        first-byte deadline: a stream's headers, or comments and pings, are not its first
+        event. Kept on the connection's one timer (armed for it if it would run later)."""
+        conn = self._conn
+        if not conn.complete and not conn.closed:
+            conn._event_by = conn._first_by
+            if conn._timer is None or conn._timer_at > conn._first_by:
+                conn._arm(conn._first_by)
+
+    def event_came(self) -> None:
+        """The stream's first event came: only the idle and total timeouts count now."""
+        self._conn._event_by = 0.0
 
     def iter_chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive (what is buffered comes as one piece); abandoning the

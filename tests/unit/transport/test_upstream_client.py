@@ -956,3 +956,38 @@ async def test_https_checks_the_host_name(certificate: Certificate) -> None:
     finally:
         await client.close()
         await runner.cleanup()
+
+
+async def _stream_failure(server: RawServer, *, came: bool, **limits: float) -> tuple[float, str]:
+    """Read a stream whose reader expects its first event (``came``: and says it came at the
+    first chunk), timing the failure."""
+    client = UpstreamClient()
+    started = time.monotonic()
+    try:
+        with pytest.raises(UpstreamTimeout) as caught:
+            response = await client.send(UpstreamRequest(server.url, {}, b"{}", timeouts(**limits)))
+            response.expect_event()
+            while await response.next_chunk() is not None:
+                if came:
+                    response.event_came()
+    finally:
+        await client.close()
+    return time.monotonic() - started, str(caught.value)
+
+
+async def test_a_stream_of_pings_fails_at_the_first_byte_deadline(
+    raw: Callable[..., Awaitable[RawServer]],
+) -> None:
+    server = await raw(stalling(CHUNKED_HEAD, b"8\r\n: ping\n\n\r\n", every=0.1))
+    elapsed, message = await _stream_failure(server, came=False, first_byte=0.4, idle=5)
+    assert 0.35 <= elapsed < 1.5
+    assert message == "upstream sent no first event in time"
+
+
+async def test_once_the_first_event_came_only_the_other_timeouts_count(
+    raw: Callable[..., Awaitable[RawServer]],
+) -> None:
+    server = await raw(stalling(CHUNKED_HEAD, b"9\r\ndata: 1\n\n\r\n", every=0.1))
+    elapsed, message = await _stream_failure(server, came=True, first_byte=0.3, total=0.9)
+    assert 0.85 <= elapsed < 2.0
+    assert message == "upstream took longer than 0.9 s"
