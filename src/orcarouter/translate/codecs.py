@@ -129,6 +129,8 @@ _CHOICE_TAILS: Final = (
     b'},"finish_reason":null,"native_finish_reason":null,"logprobs":null}]',  # OpenRouter
     b'},"logprobs":null,"finish_reason":null,"token_ids":null}]',  # vLLM
 )
+# OpenAI pads every chunk with a random string of letters and digits, its last key.
+_OBFUSCATION: Final = b',"obfuscation":"'
 
 
 def _ignored_keys(members: bytes) -> bool:
@@ -154,8 +156,14 @@ def _ignored_keys(members: bytes) -> bool:
     )
 
 
+def _random_padding(raw: bytes, at: int) -> bool:
+    """Whether ``raw`` ends, from ``at``, with an ``obfuscation`` key whose value is letters
+    and digits, as the chunk's last key (``}`` LF LF after it)."""
+    return raw.endswith(b'"}\n\n') and raw[at + len(_OBFUSCATION) : -4].isalnum()
+
+
 class _OpenAIDecoder:
-    __slots__ = ("_decoder", "_done", "_head", "_tail")
+    __slots__ = ("_decoder", "_done", "_head", "_padded", "_tail")
 
     def __init__(self) -> None:
         self._decoder = openai_chat.OpenAIChunkDecoder()
@@ -163,6 +171,7 @@ class _OpenAIDecoder:
         # A text chunk's bytes before its text's JSON string and after it, as last checked
         # (``_template_text``): a stream's chunks repeat them.
         self._head = self._tail = b"\xff"  # matches no event
+        self._padded = b""  # ``_tail`` up to OpenAI's ``obfuscation``, when it ended so
 
     def feed(self, event: SSEEvent) -> list[StreamEvent]:
         if not event.data or self._done:
@@ -198,11 +207,15 @@ class _OpenAIDecoder:
             head = self._check_head(raw)
             if not head:
                 return None
-        if not raw.endswith(tail):
-            tail = self._check_tail(raw, len(head))
-            if not tail:
-                return None
-        end = len(raw) - len(tail)
+        if raw.endswith(tail):
+            end = len(raw) - len(tail)
+        else:
+            end = self._padded_end(raw)
+            if end < 0:
+                tail = self._check_tail(raw, len(head))
+                if not tail:
+                    return None
+                end = len(raw) - len(tail)
         if raw[end - 1] != 0x22:  # the string's closing quote (an overlap fails to decode)
             return None
         try:
@@ -225,6 +238,18 @@ class _OpenAIDecoder:
                 return self._head
         return b""
 
+    def _padded_end(self, raw: bytes) -> int:
+        """Where the text's string ends in a chunk whose bytes after it are the last checked
+        chunk's but for the value of OpenAI's ``obfuscation``; -1 for any other."""
+        before = self._padded
+        if not before:
+            return -1
+        padding = raw.rfind(_OBFUSCATION)
+        end = padding - len(before)
+        if padding < 0 or end < 0 or not _random_padding(raw, padding):
+            return -1
+        return end if raw.startswith(before, end) else -1
+
     def _check_tail(self, raw: bytes, start: int) -> bytes:
         """The event's bytes from one of ``_CHOICE_TAILS`` after ``start`` to its end, kept when
         the rest is keys ``plain_text`` ignores and ``}`` LF LF; else empty."""
@@ -236,6 +261,9 @@ class _OpenAIDecoder:
                 rest = raw[at + len(choice) : -2]
                 if rest == b"}" or (rest.startswith(b",") and _ignored_keys(b"{" + rest[1:])):
                     self._tail = raw[at:]
+                    padding = raw.rfind(_OBFUSCATION)
+                    if padding >= at + len(choice) and _random_padding(raw, padding):
+                        self._padded = raw[at:padding]
                     return self._tail
                 return b""
         return b""

@@ -374,3 +374,42 @@ def test_openais_recorded_text_chunks_are_read_without_decoding_them() -> None:
         for raw in _raw_events(interaction)
     )
     assert read >= 400
+
+
+def _padded(value: bytes, before: bytes = b',"usage":null') -> bytes:
+    """An OpenAI text chunk ``"hi"`` whose keys after the choice are ``before`` then
+    ``obfuscation``'s ``value`` (raw JSON)."""
+    return _OPENAI_HEAD + _CHOICE % b'"hi"' + before + b',"obfuscation":' + value + b"}\n\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "read", "text"),
+    [
+        (_padded(b'"Zx9"'), True, "hi"),  # only the padding differs: not checked again
+        (_padded(b'"a1b2c3d4e5f6g7h8"'), True, "hi"),
+        (_padded(b'"a-b"'), False, "hi"),  # not letters and digits: checked whole
+        (_padded(b'""'), False, "hi"),
+        (_padded(b'"q"', b""), False, "hi"),  # other keys before it: checked whole
+        (_padded(b'"q"', b',"usage":{"prompt_tokens":1}'), False, None),  # and refused
+        (_padded(b'"q","x":1'), False, "hi"),  # not the last key
+        (_padded(b'"q\\r"'), False, "hi"),  # an escape is not a letter
+        (_padded(b'"q\r"'), False, None),  # a CR ends the data line
+        (_padded(b'"q"}'), False, None),
+        (_padded(b'"abcd'), False, None),  # not closed: not JSON
+    ],
+)  # fmt: skip
+def test_openais_padding_is_all_that_may_differ_between_chunks_read_without_a_check(
+    raw: bytes, read: bool, text: str | None
+) -> None:
+    decoder = OpenAICodec().stream_decoder()
+    assert decoder._template_text(_padded(b'"abc"')) == "hi"  # type: ignore[attr-defined]
+    end = raw.index(b'"},"logprobs"') + 1  # after the text's closing quote
+    assert decoder._padded_end(raw) == (end if read else -1)  # type: ignore[attr-defined]
+    assert decoder._template_text(raw) == text  # type: ignore[attr-defined]
+    first = _OPENAI_HEAD + _CHOICE.replace(b'"content"', b'"role":"assistant","content"') % b'"a"'
+    last = (
+        b'data: {"id":"c","model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],'
+        b'"usage":{"prompt_tokens":2,"completion_tokens":3}}\n\ndata: [DONE]\n\n'
+    )
+    stream = first + b"}\n\n" + _padded(b'"abc"') + raw + last
+    _both_paths(stream, OpenAICodec(), AnthropicCodec())
