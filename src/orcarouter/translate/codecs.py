@@ -199,9 +199,9 @@ class _OpenAIDecoder:
         string and one of ``_CHOICE_TAILS``, and whose other keys are ones ``plain_text``
         ignores; None for any other. Only the string is decoded: the bytes before it and after
         it are checked when they differ from the last text chunk's (a stream's repeat its id,
-        model and the like; OpenAI's ``obfuscation`` after the choice changes). The string must
-        end just before the tail (a tail cannot be inside a JSON string: its quotes would end
-        it), so the chunk means exactly what its full decode would."""
+        model and the like), but for OpenAI's ``obfuscation`` value (``_padded_end``). The
+        string must end just before the tail (a tail cannot be inside a JSON string: its quotes
+        would end it), so the chunk means exactly what its full decode would."""
         head, tail = self._head, self._tail
         if not raw.startswith(head):
             head = self._check_head(raw)
