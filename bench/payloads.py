@@ -6,6 +6,8 @@ load generators send these request bodies, so two runs measure exactly the same 
 
 from __future__ import annotations
 
+import random
+import string
 from typing import Any
 
 import orjson
@@ -38,6 +40,8 @@ _ANSWER = (
     "the same reload also changed the pool limit, check that setting as well."
 )
 _ANSWER_WORDS = _ANSWER.split(" ")
+
+_PADDING_ALPHABET = string.ascii_letters + string.digits
 
 OPENAI_MODEL_UPSTREAM = "gpt-bench"
 ANTHROPIC_MODEL_UPSTREAM = "claude-bench"
@@ -160,8 +164,17 @@ def _sse(data: bytes, event: str | None = None) -> bytes:
     return head + b"data: " + data + b"\n\n"
 
 
+def _padding(rng: random.Random, content: str) -> str:
+    """OpenAI's ``obfuscation`` value: random letters and digits that bring a chunk's content
+    to about 16 characters (in the recordings, " capital" comes with 8, "The" with 13), so that
+    the chunk's length does not give its text away."""
+    return "".join(rng.choices(_PADDING_ALPHABET, k=max(1, 16 - len(content))))
+
+
 def openai_stream() -> tuple[bytes, int]:
-    """A chat.completion.chunk stream: role, 50 deltas, finish, usage chunk, ``[DONE]``."""
+    """A chat.completion.chunk stream: role, 50 deltas, finish, usage chunk, ``[DONE]``; every
+    chunk ends with the ``obfuscation`` key OpenAI adds (the same seeded padding in every run)."""
+    rng = random.Random(STREAM_DELTAS)
     base: dict[str, Any] = {
         "id": "chatcmpl-BenchAbCdEfGhIjKlMnOpQrStUvWx",
         "object": "chat.completion.chunk",
@@ -173,7 +186,10 @@ def openai_stream() -> tuple[bytes, int]:
 
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return _sse(orjson.dumps({**base, "choices": [choice], "usage": None}))
+        padding = _padding(rng, delta.get("content") or "")
+        return _sse(
+            orjson.dumps({**base, "choices": [choice], "usage": None, "obfuscation": padding})
+        )
 
     events = [chunk({"role": "assistant", "content": "", "refusal": None})]
     events += [chunk({"content": piece}) for piece in _deltas()]
@@ -183,9 +199,15 @@ def openai_stream() -> tuple[bytes, int]:
         "completion_tokens": 58,
         "total_tokens": 289,
         "prompt_tokens_details": {"cached_tokens": 128, "audio_tokens": 0},
-        "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
     }
-    events.append(_sse(orjson.dumps({**base, "choices": [], "usage": usage})))
+    last = {**base, "choices": [], "usage": usage, "obfuscation": _padding(rng, "")}
+    events.append(_sse(orjson.dumps(last)))
     events.append(_sse(b"[DONE]"))
     return b"".join(events), len(events)
 
