@@ -31,7 +31,7 @@ import http
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import Any, Final, NoReturn, cast
 from urllib.parse import unquote
 
 import httptools
@@ -72,6 +72,15 @@ _TCHAR: Final = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijk
 # Final: compiled code reads them from C statics, not from the module's dict.
 _TOKEN_NAMES: Final[dict[bytes, bytes]] = {}  # response header names checked, lower-cased
 MAX_TOKEN_NAMES: Final = 512
+
+
+def _refuse_values(parts: list[bytes]) -> NoReturn:
+    """RuntimeError naming the header whose value holds a CR, an LF or a NUL; ``parts`` are a
+    response head's: the status line, then four a header (name, ``: ``, value, CRLF)."""
+    for name, value in zip(parts[1::4], parts[3::4], strict=True):
+        if 10 in value or 13 in value or 0 in value:
+            raise RuntimeError(f"invalid response header value for {name!r}")
+    raise RuntimeError("invalid response header value")
 
 
 def _token_name(name: bytes) -> bytes:
@@ -607,23 +616,26 @@ class Exchange:
     def _head(self, status: int, headers: Any) -> bytes:
         parts = [STATUS_LINES[status]]
         length: int | None = None
-        for name, value in (*self.protocol.state.default_headers, *headers):
-            lowered = _token_name(name)
-            # int needles: `b"\n" in value` first fails an int conversion (~0.3 µs, CPython 3.11)
-            if 10 in value or 13 in value or 0 in value:
-                raise RuntimeError(f"invalid response header value for {name!r}")  # CR, LF, NUL
-            if lowered == b"content-length":
-                length = int(value)
-            elif lowered == b"transfer-encoding" or lowered == b"connection":
-                # framing and persistence are this server's: chunked exactly when there is no
-                # length; the connection header is written once, below
-                if lowered == b"connection" and b"close" in value.lower():
-                    self.keep_alive = False
-                continue
-            parts.append(lowered)  # four appends: a tuple concatenated costs three times more
-            parts.append(b": ")
-            parts.append(value)
-            parts.append(b"\r\n")
+        for pairs in (self.protocol.state.default_headers, headers):
+            for name, value in pairs:
+                lowered = _token_name(name)
+                if lowered == b"content-length":
+                    length = int(value)
+                elif lowered == b"transfer-encoding" or lowered == b"connection":
+                    # framing and persistence are this server's: chunked exactly when there is
+                    # no length; the connection header is written once, below
+                    if lowered == b"connection" and b"close" in value.lower():
+                        self.keep_alive = False
+                    continue
+                parts.append(lowered)  # four appends: a tuple concatenated costs three times more
+                parts.append(b": ")
+                parts.append(value)
+                parts.append(b"\r\n")
+        # The values, checked together: one join and three byte searches, not three a value.
+        # Int needles: `b"\n" in value` first fails an int conversion (~0.3 µs, CPython 3.11).
+        values = b"".join(parts[3::4])
+        if 10 in values or 13 in values or 0 in values:  # CR, LF, NUL
+            _refuse_values(parts)
         bodiless = self.scope["method"] == "HEAD" or status in (204, 304) or status < 200
         if length is not None:
             self.remaining = 0 if bodiless else length

@@ -229,6 +229,8 @@ async def test_app_returning_without_a_response_gets_500() -> None:
     [
         (b"x-test", b"ok\r\nx-injected: yes"),
         (b"x-test", b"ok\nx-injected: yes"),
+        (b"x-test", b"ok\rx-injected: yes"),
+        (b"x-test", b"ok\r\n"),
         (b"x-test\r\nx-injected", b"yes"),
         (b"x-test: ok\r\nx-injected", b"yes"),
         (b"x test", b"yes"),
