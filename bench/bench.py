@@ -51,7 +51,7 @@ from evidence import ledger, log_problems
 from host import machine, with_gateway_src
 from nginx_conf import HOST as HOST
 from nginx_conf import write_proxy, write_upstream
-from procfs import cmdline, core_busy_seconds, cpu_seconds, descendants, memory_kib
+from procfs import cmdline, core_busy_seconds, cpu_seconds, descendants, memory_kib, run_seconds
 from scenarios import SCENARIOS, Scenario, by_provider, gateway_config, key_request, paced
 
 from orcarouter.accounts.keys import DEFAULT_WORKSPACE
@@ -629,10 +629,9 @@ def run(opts: Options, tmp: Path) -> tuple[Results, Path]:
         results.memory["after start"] = memory_kib(gateway.pid)
 
         results.precheck = precheck(bench)
-        idle_before = bench.snapshot()
+        idle_before, idle_ran = bench.snapshot(), run_seconds(gateway.pid)
         time.sleep(2)
-        idle_after = bench.snapshot()
-        idle_cpu = idle_after.own["gateway"] - idle_before.own["gateway"]
+        idle_after, idle_cpu = bench.snapshot(), run_seconds(gateway.pid) - idle_ran
         results.idle_cpu_ms_per_s = idle_cpu * 1000 / (idle_after.when - idle_before.when)
         results.idle_cores = bench.cores(idle_before, idle_after)
 

@@ -47,6 +47,17 @@ def cpu_seconds(pid: int) -> tuple[float, int]:
     return ticks / CLK_TCK, len(below)
 
 
+def run_seconds(pid: int) -> float:
+    """Time on a CPU so far of every live thread of ``pid``, to the nanosecond
+    (``/proc/<pid>/task/*/schedstat``), where ``stat`` counts clock ticks (10 ms here): for
+    samples too short for ticks, like the idle one. A thread that has exited is not counted."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def thread_cpu_seconds(pid: int) -> dict[int, tuple[str, float, int, int]]:
     """Per thread of ``pid``: its name, its utime+stime so far, and its voluntary and
     involuntary context switches so far (each a wake-up or a preemption)."""

@@ -604,7 +604,8 @@ def render(results: Results, bench: Bench, gateway_log: Path) -> str:  # noqa: C
     out += _soak(results)
     out += [
         "",
-        f"Idle CPU of the gateway after start-up: {results.idle_cpu_ms_per_s:.1f} ms per second. "
+        "Idle CPU of the gateway after start-up (its threads' run time, `schedstat`, over 2 s): "
+        f"{results.idle_cpu_ms_per_s:.2f} ms per second. "
         "Other processes on the machine during that idle sample: "
         f"{results.idle_cores.get('gateway_core_foreign', 0):.0f} % of core {opts.gateway_cpu}, "
         f"{results.idle_cores.get('load_core_foreign', 0):.0f} % of core {opts.load_cpu}. "
