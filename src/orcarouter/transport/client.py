@@ -149,12 +149,10 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "_chunks", "_client", "_coding", "_decoder", "_event_by", "_first_by", "_interim",
-        "_last_data",
-        "_loop", "_parser", "_paused", "_room", "_sink", "_timeouts", "_timer", "_timer_at",
-        "_total_by",
-        "_waiter", "buffered", "closed", "complete", "counted", "error", "headers",
-        "headers_done", "idle", "idle_since", "keep_alive", "key", "received", "status",
-        "transport",
+        "_last_data", "_loop", "_parser", "_paused", "_room", "_sink", "_timeouts", "_timer",
+        "_timer_at", "_total_by", "_waiter", "buffered", "closed", "complete", "counted",
+        "error", "headers", "headers_done", "idle", "idle_since", "keep_alive", "key",
+        "received", "status", "transport",
     )  # fmt: skip
     transport: asyncio.Transport
 
